@@ -1,0 +1,79 @@
+# The book's commands. `make book` and `make test` work from a fresh clone: they create .venv and
+# install everything first. See README.md.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# MNIST: CI and the authors' machines have a copy beside the project; readers' Keras downloads it.
+SHARED_MNIST := $(abspath ../shared/data/mnist.npz)
+ifeq ($(origin MNIST_NPZ), undefined)
+  ifneq ($(wildcard $(SHARED_MNIST)),)
+    export MNIST_NPZ := $(SHARED_MNIST)
+  endif
+endif
+export PYTHONHASHSEED := 0
+export TF_CPP_MIN_LOG_LEVEL := 3
+
+LESSONS   := $(filter-out %_exercises.ipynb,$(wildcard notebooks/*.ipynb))
+EXERCISES := $(wildcard notebooks/*_exercises.ipynb)
+SOLUTIONS := $(wildcard solutions/*_solutions.ipynb)
+NBVAL     := $(BIN)/pytest --nbval-current-env -p no:cacheprovider -n 2 --dist loadfile -q
+
+.PHONY: install book test lint exercises exercises-check unit nbval nbval-exercises book-strict \
+        notebooks bench lab clean
+
+install: $(STAMP)
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+## book: build the HTML book strictly (warnings are errors) into _build/html
+book: install
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
+
+## test: everything CI checks
+test: install lint exercises-check unit nbval nbval-exercises book-strict
+	@echo "make test: all checks passed"
+
+lint: install
+	$(BIN)/ruff check .
+
+exercises: install
+	$(BIN)/python -m bnbook.exercises
+
+exercises-check: install
+	$(BIN)/python -m bnbook.exercises --check
+
+unit: install
+	$(BIN)/pytest -q tests
+
+## nbval: strict (outputs compared) on lessons and solutions
+nbval: install
+	$(NBVAL) --nbval $(LESSONS) $(SOLUTIONS)
+
+## nbval-exercises: exercise notebooks run top to bottom (they store no outputs)
+nbval-exercises: install
+	$(NBVAL) --nbval-lax $(EXERCISES)
+
+book-strict: install
+	rm -rf _build/html
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
+
+## notebooks: re-execute lessons and solutions in place (after editing them), then the exercises
+notebooks: install
+	$(BIN)/python tools/run_notebooks.py $(or $(NB),$(LESSONS) $(SOLUTIONS))
+	$(BIN)/python -m bnbook.exercises
+
+bench: install
+	$(BIN)/python tools/bench.py
+
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+clean:
+	rm -rf _build

@@ -1,0 +1,60 @@
+"""The exercise notebooks are generated from the solutions: the generator's rules and staleness."""
+
+import nbformat
+import pytest
+
+from bnbook import exercises
+
+
+def notebook(*cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = list(cells)
+    return nb
+
+
+def test_regions_become_stubs_keeping_indentation():
+    source = "def f(x):\n    y = 1\n    ### BEGIN SOLUTION\n    return x + y\n    ### END SOLUTION\n"
+    assert exercises.stub_source(source, "t") == (
+        "def f(x):\n    y = 1\n    # Your code here.\n    raise NotImplementedError(\"your code here\")"
+    )
+
+
+@pytest.mark.parametrize("source, problem", [
+    ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", "inside a function body"),
+    ("def f():\n    ### BEGIN SOLUTION\n    return 1", "without ### END"),
+    ("def f():\n    return 1\n    ### END SOLUTION", "without ### BEGIN"),
+    ("def f():\n    ### BEGIN SOLUTION\n    ### BEGIN SOLUTION", "nested"),
+])
+def test_malformed_regions_are_refused(source, problem):
+    with pytest.raises(exercises.GeneratorError, match=problem):
+        exercises.stub_source(source, "t")
+
+
+def test_solution_only_dropped_statement_shown_title_changed_outputs_cleared():
+    statement = nbformat.v4.new_markdown_cell("```{exercise}\n:label: ex\n```")
+    statement.metadata["tags"] = ["exercise-statement", "remove-cell"]
+    hidden = nbformat.v4.new_markdown_cell("```{solution-start} ex\n```")
+    hidden.metadata["tags"] = ["solution-only"]
+    code = nbformat.v4.new_code_cell("print(1)", execution_count=3,
+                                     outputs=[nbformat.v4.new_output("stream", text="1\n")])
+    out = exercises.make_exercises(
+        notebook(nbformat.v4.new_markdown_cell("# 9. Topic — solutions\ntext"), statement, hidden,
+                 code), "t")
+    assert [c.cell_type for c in out.cells] == ["markdown", "markdown", "code"]
+    assert out.cells[0].source == "# 9. Topic — exercises\ntext"
+    assert out.cells[1].metadata["tags"] == ["exercise-statement"]
+    assert out.cells[2].outputs == [] and out.cells[2].execution_count is None
+
+
+def test_title_must_say_solutions():
+    with pytest.raises(exercises.GeneratorError, match="solutions"):
+        exercises.make_exercises(notebook(nbformat.v4.new_markdown_cell("# Topic")), "t")
+
+
+def test_every_solution_has_an_up_to_date_exercise_notebook():
+    pairs = list(exercises.pairs())
+    assert pairs, "no solution notebooks found"
+    for solution, target in pairs:
+        assert target.exists(), f"{target.name} missing: run `make exercises`"
+        assert target.read_text(encoding="utf-8") == exercises.render(solution), \
+            f"{target.name} is stale: run `make exercises`"
