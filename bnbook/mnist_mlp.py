@@ -1,0 +1,121 @@
+"""The classic MNIST experiment of chapters 2 and 3: data, starting weights, training loop, accuracy.
+
+The recipe (BN2015's MNIST experiment as popularised by the r2rt walk-through): a 784-100-100-10
+network with sigmoid hidden units and a softmax output; weights drawn from a standard normal
+(a deliberately bad scale) so that the nets with and without BN start from the same place;
+SGD with learning rate 0.01 on the *summed* cross-entropy of mini-batches of 60.
+
+The networks themselves are written in the notebooks, because the BN parts are what the chapters
+teach. Any ``tf.Module`` whose ``__call__(x, training)`` returns logits can be trained here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from .data import mnist_flat
+
+LAYER_SIZES = (784, 100, 100, 10)
+BATCH_SIZE = 60
+LEARNING_RATE = 0.01
+EPSILON = 1e-3
+
+
+def load_data():
+    """Full MNIST as float32 vectors in [0, 1]: ``(x_train, y_train), (x_test, y_test)``."""
+    return mnist_flat()
+
+
+def initial_weights(seed: int = 0) -> list[np.ndarray]:
+    """Standard-normal weight matrices for 784-100-100-10 (float32), the same for every net."""
+    rng = np.random.default_rng(seed)
+    sizes = LAYER_SIZES
+    return [rng.standard_normal((m, n)).astype(np.float32) for m, n in zip(sizes, sizes[1:])]
+
+
+def batch_indices(n_examples: int, steps: int, batch_size: int = BATCH_SIZE, seed: int = 0):
+    """Indices of the training examples of each step: shuffled epochs, shape (steps, batch_size)."""
+    rng = np.random.default_rng(seed)
+    needed = steps * batch_size
+    epochs = -(-needed // n_examples)
+    order = np.concatenate([rng.permutation(n_examples) for _ in range(epochs)])
+    return order[:needed].reshape(steps, batch_size).astype(np.int32)
+
+
+@dataclass
+class History:
+    """What :func:`train` recorded every ``eval_every`` steps."""
+
+    steps: np.ndarray
+    test_accuracy: np.ndarray
+    probes: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def train(model: tf.Module, train_data, test_data, steps: int, *, eval_every: int = 50,
+          learning_rate: float = LEARNING_RATE, batch_size: int = BATCH_SIZE, seed: int = 0,
+          probes: dict[str, Callable[[tf.Tensor], tf.Tensor]] | None = None) -> History:
+    """Train ``model`` with plain SGD on the summed cross-entropy; record test accuracy.
+
+    ``model(x, training=True)`` is called for every training step (so a model that keeps
+    population statistics updates them there). Every ``eval_every`` steps the test accuracy of
+    ``model(x_test, training=False)`` is recorded, and so is each probe's value:
+    ``probes={"name": fn}`` with ``fn(x_test) -> tensor``.
+    """
+    x_train = tf.constant(train_data[0])
+    y_train = tf.constant(train_data[1])
+    x_test = tf.constant(test_data[0])
+    y_test = test_data[1]
+    indices = batch_indices(len(train_data[0]), steps, batch_size, seed)
+    variables = model.trainable_variables
+
+    @tf.function(reduce_retracing=True)
+    def run_steps(step_indices):
+        for i in tf.range(tf.shape(step_indices)[0]):
+            batch = step_indices[i]
+            x = tf.gather(x_train, batch)
+            y = tf.gather(y_train, batch)
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                loss = tf.reduce_sum(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+            gradients = tape.gradient(loss, variables)
+            for variable, gradient in zip(variables, gradients):
+                variable.assign_sub(learning_rate * gradient)
+
+    @tf.function
+    def evaluate():
+        logits = model(x_test, training=False)
+        values = {name: fn(x_test) for name, fn in (probes or {}).items()}
+        return tf.argmax(logits, axis=1), values
+
+    recorded_steps, accuracies = [], []
+    recorded = {name: [] for name in probes or {}}
+    for start in range(0, steps, eval_every):
+        run_steps(tf.constant(indices[start:start + eval_every]))
+        predictions, values = evaluate()
+        recorded_steps.append(min(start + eval_every, steps))
+        accuracies.append(float(np.mean(predictions.numpy() == y_test)))
+        for name, value in values.items():
+            recorded[name].append(value.numpy())
+    return History(np.array(recorded_steps), np.array(accuracies),
+                   {name: np.stack(values) for name, values in recorded.items()})
+
+
+def accuracy(predict: Callable[[tf.Tensor], tf.Tensor], x: np.ndarray, y: np.ndarray,
+             batch_size: int | None = None) -> float:
+    """Accuracy of ``predict(x_batch) -> logits`` over ``x``, fed ``batch_size`` at a time
+    (``None``: all at once). With batch statistics the batch size changes the answer."""
+    return float(np.mean(predict_classes(predict, x, batch_size) == y))
+
+
+def predict_classes(predict: Callable[[tf.Tensor], tf.Tensor], x: np.ndarray,
+                    batch_size: int | None = None) -> np.ndarray:
+    """Predicted class of each row of ``x``, computed ``batch_size`` rows at a time."""
+    size = len(x) if batch_size is None else batch_size
+    fn = tf.function(lambda batch: tf.argmax(predict(batch), axis=1), reduce_retracing=True)
+    parts = [fn(tf.constant(x[i:i + size])).numpy() for i in range(0, len(x), size)]
+    return np.concatenate(parts)
