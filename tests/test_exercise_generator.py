@@ -1,5 +1,7 @@
 """The exercise notebooks are generated from the solutions: the generator's rules and staleness."""
 
+import re
+
 import nbformat
 import pytest
 
@@ -58,3 +60,39 @@ def test_every_solution_has_an_up_to_date_exercise_notebook():
         assert target.exists(), f"{target.name} missing: run `make exercises`"
         assert target.read_text(encoding="utf-8") == exercises.render(solution), \
             f"{target.name} is stale: run `make exercises`"
+
+
+LABEL = re.compile(r"^:label:\s*(\S+)", re.MULTILINE)
+SOLUTION_START = re.compile(r"\{solution-start\}\s*(\S+)")
+
+
+@pytest.mark.parametrize("solution", [s for s, _ in exercises.pairs()], ids=lambda p: p.name)
+def test_each_exercise_has_solution_region_and_a_passing_stored_check(solution):
+    """Statement -> solution-start -> code with a solution region -> solution-end -> check cell,
+    and the stored output of that check cell says the solution passed."""
+    cells = nbformat.read(solution, as_version=4).cells
+    chapter = solution.name[:2]
+    statements = [i for i, c in enumerate(cells)
+                  if "exercise-statement" in c.metadata.get("tags", [])]
+    assert statements, f"{solution.name} has no exercise-statement cells"
+    for i in statements:
+        label = LABEL.search(cells[i].source)
+        assert label and label.group(1).startswith(f"ex-{chapter}-"), \
+            f"{solution.name}, cell {i}: label must be ex-{chapter}-..."
+        assert "remove-cell" in cells[i].metadata.get("tags", [])
+        starts = [j for j in range(i + 1, len(cells))
+                  if SOLUTION_START.search(cells[j].source or "")
+                  and SOLUTION_START.search(cells[j].source).group(1) == label.group(1)]
+        assert starts, f"{solution.name}: no {{solution-start}} {label.group(1)}"
+        j = starts[0]
+        assert "solution-only" in cells[j].metadata.get("tags", [])
+        code = cells[j + 1]
+        assert code.cell_type == "code" and exercises.BEGIN in code.source, \
+            f"{solution.name}: the cell after solution-start {label.group(1)} has no solution region"
+        assert "{solution-end}" in cells[j + 2].source
+        check = cells[j + 3]
+        printed = "".join(o.get("text", "") for o in check.get("outputs", []))
+        assert check.cell_type == "code" and "check." in check.source, \
+            f"{solution.name}: no check cell after the solution of {label.group(1)}"
+        assert "✓ Exercise" in printed, \
+            f"{solution.name}: the stored check of {label.group(1)} did not pass: {printed!r}"

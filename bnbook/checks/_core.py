@@ -20,6 +20,11 @@ class ExerciseMistake(AssertionError):
         self.hint = hint
         super().__init__(mistake + (f"\nHint: {hint}" if hint else ""))
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of a traceback: the message alone, with no checker frames
+        (and no file paths) between the learner and what to fix."""
+        return [f"\x1b[1;31m{type(self).__name__}\x1b[0m: {self}"]
+
 
 class NotDone(Exception):
     """Raised inside a checker when the learner's code still raises NotImplementedError."""
