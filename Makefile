@@ -22,7 +22,7 @@ SOLUTIONS := $(wildcard solutions/*_solutions.ipynb)
 NBVAL     := $(BIN)/pytest --nbval-current-env -p no:cacheprovider -n 2 --dist loadfile -q
 
 .PHONY: install book test lint exercises exercises-check unit nbval nbval-exercises book-strict \
-        notebooks bench lab clean
+        notebooks bench lab clean browser-deps site-test
 
 install: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -37,7 +37,7 @@ book: install
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
 ## test: everything CI checks
-test: install lint exercises-check unit nbval nbval-exercises book-strict
+test: install lint exercises-check unit nbval nbval-exercises book-strict site-test
 	@echo "make test: all checks passed"
 
 lint: install
@@ -70,7 +70,7 @@ notebooks: install
 	$(BIN)/python tools/run_notebooks.py $(or $(NB),$(LESSONS) $(SOLUTIONS))
 	$(BIN)/python -m bnbook.exercises
 
-bench: install
+bench: install browser-deps
 	$(BIN)/python tools/bench.py
 
 lab: install
@@ -78,3 +78,12 @@ lab: install
 
 clean:
 	rm -rf _build
+
+## browser-deps: Debian's chromium for the browser tests (apt-get, only when it is missing)
+browser-deps:
+	@test -x /usr/bin/chromium || bash tools/install_system_deps.sh
+
+## site-test: every page of the built book in headless Chromium, and a learner's JupyterLab session
+## (HTML=dir checks another build, e.g. HTML=/tmp/site-build/_build/html)
+site-test: install browser-deps
+	$(BIN)/pytest -q -p no:cacheprovider tests/browser --html-dir=$(or $(HTML),_build/html)

@@ -4,9 +4,13 @@ Import it before TensorFlow: importing it sets ``TF_CPP_MIN_LOG_LEVEL`` so that 
 start-up lines never reach a notebook's output. Then call :func:`setup` once per notebook.
 
 Modules:
-    bnbook.data     -- ``load_mnist()`` (explicit path, ``MNIST_NPZ`` or Keras' download)
-    bnbook.checks   -- the checkers that exercise notebooks call after each exercise
-    bnbook.exercises -- the generator that writes exercise notebooks from solution notebooks
+    bnbook.data        -- ``load_mnist()`` (explicit path, ``MNIST_NPZ`` or Keras' download)
+    bnbook.mnist_mlp   -- the classic MNIST experiment's data, weights and training loop (ch. 2-3)
+    bnbook.keras_demos -- small data sets and models for the Keras layer chapter (ch. 4)
+    bnbook.tf1_demos   -- TF1-style graph building blocks (ch. 5)
+    bnbook.plots       -- the book's figures
+    bnbook.checks      -- the checkers that exercise notebooks call after each exercise
+    bnbook.exercises   -- the generator that writes exercise notebooks from solution notebooks
 """
 
 import os

@@ -53,17 +53,23 @@ class History:
     steps: np.ndarray
     test_accuracy: np.ndarray
     probes: dict[str, np.ndarray] = field(default_factory=dict)
+    step_probes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def train(model: tf.Module, train_data, test_data, steps: int, *, eval_every: int = 50,
           learning_rate: float = LEARNING_RATE, batch_size: int = BATCH_SIZE, seed: int = 0,
-          probes: dict[str, Callable[[tf.Tensor], tf.Tensor]] | None = None) -> History:
+          probes: dict[str, Callable[[tf.Tensor], tf.Tensor]] | None = None,
+          step_probes: dict[str, Callable[[tf.Tensor], tf.Tensor]] | None = None) -> History:
     """Train ``model`` with plain SGD on the summed cross-entropy; record test accuracy.
 
     ``model(x, training=True)`` is called for every training step (so a model that keeps
     population statistics updates them there). Every ``eval_every`` steps the test accuracy of
     ``model(x_test, training=False)`` is recorded, and so is each probe's value:
     ``probes={"name": fn}`` with ``fn(x_test) -> tensor``.
+
+    ``step_probes={"name": fn}`` with ``fn(x_batch) -> tensor`` are recorded at EVERY step, on
+    that step's training batch, before the step's update (e.g. the batch statistics the step
+    normalises with); ``History.step_probes[name]`` has shape (steps, ...), float32.
     """
     x_train = tf.constant(train_data[0])
     y_train = tf.constant(train_data[1])
@@ -71,13 +77,18 @@ def train(model: tf.Module, train_data, test_data, steps: int, *, eval_every: in
     y_test = test_data[1]
     indices = batch_indices(len(train_data[0]), steps, batch_size, seed)
     variables = model.trainable_variables
+    step_probes = step_probes or {}
 
     @tf.function(reduce_retracing=True)
     def run_steps(step_indices):
-        for i in tf.range(tf.shape(step_indices)[0]):
+        n_steps = tf.shape(step_indices)[0]
+        step_values = [tf.TensorArray(tf.float32, size=n_steps) for _ in step_probes]
+        for i in tf.range(n_steps):
             batch = step_indices[i]
             x = tf.gather(x_train, batch)
             y = tf.gather(y_train, batch)
+            step_values = [values.write(i, tf.cast(fn(x), tf.float32))
+                           for values, fn in zip(step_values, step_probes.values())]
             with tf.GradientTape() as tape:
                 logits = model(x, training=True)
                 loss = tf.reduce_sum(
@@ -85,6 +96,7 @@ def train(model: tf.Module, train_data, test_data, steps: int, *, eval_every: in
             gradients = tape.gradient(loss, variables)
             for variable, gradient in zip(variables, gradients):
                 variable.assign_sub(learning_rate * gradient)
+        return [values.stack() for values in step_values]
 
     @tf.function
     def evaluate():
@@ -94,15 +106,19 @@ def train(model: tf.Module, train_data, test_data, steps: int, *, eval_every: in
 
     recorded_steps, accuracies = [], []
     recorded = {name: [] for name in probes or {}}
+    per_step = {name: [] for name in step_probes}
     for start in range(0, steps, eval_every):
-        run_steps(tf.constant(indices[start:start + eval_every]))
+        chunk = run_steps(tf.constant(indices[start:start + eval_every]))
+        for name, values in zip(step_probes, chunk):
+            per_step[name].append(values.numpy())
         predictions, values = evaluate()
         recorded_steps.append(min(start + eval_every, steps))
         accuracies.append(float(np.mean(predictions.numpy() == y_test)))
         for name, value in values.items():
             recorded[name].append(value.numpy())
     return History(np.array(recorded_steps), np.array(accuracies),
-                   {name: np.stack(values) for name, values in recorded.items()})
+                   {name: np.stack(values) for name, values in recorded.items()},
+                   {name: np.concatenate(values) for name, values in per_step.items()})
 
 
 def accuracy(predict: Callable[[tf.Tensor], tf.Tensor], x: np.ndarray, y: np.ndarray,
@@ -119,3 +135,20 @@ def predict_classes(predict: Callable[[tf.Tensor], tf.Tensor], x: np.ndarray,
     fn = tf.function(lambda batch: tf.argmax(predict(batch), axis=1), reduce_retracing=True)
     parts = [fn(tf.constant(x[i:i + size])).numpy() for i in range(0, len(x), size)]
     return np.concatenate(parts)
+
+
+def snapshot_probes(model: tf.Module) -> dict[str, Callable[[tf.Tensor], tf.Tensor]]:
+    """Probes for :func:`train` that record a copy of every trainable variable of ``model``, so
+    that the network of any recorded step can be rebuilt afterwards with :func:`load_snapshot`."""
+    return {f"snapshot {i}": (lambda x_test, variable=variable: tf.identity(variable))
+            for i, variable in enumerate(model.trainable_variables)}
+
+
+def load_snapshot(model: tf.Module, history: History, index: int) -> None:
+    """Set ``model``'s trainable variables to their values at ``history.steps[index]``.
+
+    ``model`` must have the same architecture as the trained one, and the training must have been
+    run with ``probes=snapshot_probes(trained_model)``.
+    """
+    for i, variable in enumerate(model.trainable_variables):
+        variable.assign(history.probes[f"snapshot {i}"][index])

@@ -75,7 +75,9 @@ def test_each_exercise_has_solution_region_and_a_passing_stored_check(solution):
     statements = [i for i, c in enumerate(cells)
                   if "exercise-statement" in c.metadata.get("tags", [])]
     assert statements, f"{solution.name} has no exercise-statement cells"
-    for i in statements:
+    for position, i in enumerate(statements, start=1):
+        assert ":nonumber:" not in cells[i].source, \
+            f"{solution.name}, cell {i}: the book numbers exercises as the checks do"
         label = LABEL.search(cells[i].source)
         assert label and label.group(1).startswith(f"ex-{chapter}-"), \
             f"{solution.name}, cell {i}: label must be ex-{chapter}-..."
@@ -94,5 +96,9 @@ def test_each_exercise_has_solution_region_and_a_passing_stored_check(solution):
         printed = "".join(o.get("text", "") for o in check.get("outputs", []))
         assert check.cell_type == "code" and "check." in check.source, \
             f"{solution.name}: no check cell after the solution of {label.group(1)}"
-        assert "✓ Exercise" in printed, \
-            f"{solution.name}: the stored check of {label.group(1)} did not pass: {printed!r}"
+        # The book shows this exercise as "Exercise N.position" (book/_ext/bnbook_numbers.py):
+        # the check must say the same number.
+        number = f"{int(chapter)}.{position}"
+        assert f"✓ Exercise {number} passed" in printed, \
+            f"{solution.name}: the stored check of {label.group(1)} (Exercise {number} in the " \
+            f"book) did not print '✓ Exercise {number} passed': {printed!r}"

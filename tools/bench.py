@@ -55,7 +55,22 @@ def main() -> int:
         print(f"| {name.ljust(width)} | {seconds:7.1f} |")
     print(f"| {'total (notebooks)'.ljust(width)} | {total:7.1f} |")
     print(f"| {'book build (strict, stored outputs)'.ljust(width)} | {book:7.1f} |")
+    # Rendered-site check (issue 5): every toc page in headless Chromium, plus a JupyterLab session.
+    print(f"| {'site check (tests/browser)'.ljust(width)} | {site_check():7.1f} |")
     return 0
+
+
+def site_check() -> float:
+    """Seconds for `pytest tests/browser` on a fresh strict build (the build is not timed here)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT),
+                        "--all", "-W", "-n", "--keep-going", "--path-output", tmp, "-q"],
+                       check=True, stdout=subprocess.DEVNULL)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "tests/browser", f"--html-dir={tmp}/_build/html"],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -1,0 +1,149 @@
+"""Small data sets, tiny models and helpers for chapter 4 (the Keras BatchNormalization layer).
+
+Everything here is deliberately small so a notebook cell or an exercise check runs in a second:
+synthetic Gaussian clusters, a few-unit dense network, and MNIST subsets of a few thousand images.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+import numpy as np
+
+BatchNorm = keras.layers.BatchNormalization
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def far_clusters(n: int = 512, n_features: int = 4, n_classes: int = 3, seed: int = 0,
+                 offset: float = 20.0, spread: float = 8.0):
+    """Gaussian class clusters whose features sit far from 0 with a large spread.
+
+    Unnormalised inputs like these are where BN earns its keep: the network sees the same data
+    at mean 0 and variance 1 only if BN normalises it. Returns float32 x (n, n_features) and
+    int64 labels y (n,).
+    """
+    rng = np.random.default_rng(seed)
+    centres = offset + spread * rng.normal(size=(n_classes, n_features))
+    y = rng.integers(0, n_classes, size=n)
+    x = centres[y] + spread * 0.6 * rng.normal(size=(n, n_features))
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def mnist_digits(digits, n_train: int, n_test: int, path=None):
+    """Flat MNIST images of the given digits, labels renumbered 0..len(digits)-1.
+
+    Returns (x_train, y_train), (x_test, y_test): the first n_train / n_test such images.
+    """
+    (x_train, y_train), (x_test, y_test) = _mnist_flat_once(path)
+    lookup = np.full(10, -1, dtype=np.int64)
+    lookup[list(digits)] = np.arange(len(digits))
+
+    def pick(x, y, n):
+        keep = np.isin(y, digits)
+        return x[keep][:n], lookup[y[keep][:n]]
+
+    return pick(x_train, y_train, n_train), pick(x_test, y_test, n_test)
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_flat_once(path):
+    """MNIST as flat float32, converted once per process (it takes a few seconds)."""
+    from .data import mnist_flat
+
+    return mnist_flat(path)
+
+
+def batches(x, y, batch_size: int):
+    """Consecutive mini-batches (x_batch, y_batch), in order, the last one possibly smaller."""
+    for start in range(0, len(x), batch_size):
+        yield x[start:start + batch_size], y[start:start + batch_size]
+
+
+# --- models -------------------------------------------------------------------------------------
+
+def dense_bn_model(n_features: int = 4, n_classes: int = 3, units: int = 16, seed: int = 0,
+                   momentum: float = 0.99):
+    """Input -> BN -> Dense(no bias) -> BN -> ReLU -> Dense(logits): two BN layers, 3 classes."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((n_features,)),
+        BatchNorm(momentum=momentum),
+        keras.layers.Dense(units, use_bias=False),
+        BatchNorm(momentum=momentum),
+        keras.layers.ReLU(),
+        keras.layers.Dense(n_classes),
+    ])
+
+
+def mnist_base(units: int = 64, seed: int = 1):
+    """A feature extractor for flat MNIST: two Dense(no bias) -> BN -> ReLU blocks."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((784,)),
+        keras.layers.Dense(units, use_bias=False), BatchNorm(), keras.layers.ReLU(),
+        keras.layers.Dense(units, use_bias=False), BatchNorm(), keras.layers.ReLU(),
+    ], name="base")
+
+
+def compile_classifier(model, optimizer, run_eagerly: bool = False):
+    """Compile for integer labels and logits, with accuracy as the metric.
+
+    run_eagerly=True skips building a graph: faster for the few-step fits of the small demos.
+    """
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], run_eagerly=run_eagerly, jit_compile=False)
+    return model
+
+
+# --- inspection ---------------------------------------------------------------------------------
+
+def bn_layers(model):
+    """Every BatchNormalization layer inside a model, nested models included, in order."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, BatchNorm):
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found.extend(bn_layers(layer))
+    return found
+
+
+def moving_stats(model):
+    """Copies (NumPy) of every BN layer's moving mean and moving variance, in order."""
+    return [v.numpy().copy() for layer in bn_layers(model)
+            for v in (layer.moving_mean, layer.moving_variance)]
+
+
+def same_arrays(a, b) -> bool:
+    """True if two lists of arrays are exactly equal, element by element."""
+    return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def count_params(variables) -> int:
+    """Number of scalars in a list of variables."""
+    return int(sum(np.prod(v.shape) for v in variables))
+
+
+def inference_accuracy(model, x, y, batch_size: int = 1000) -> float:
+    """Accuracy with BN in inference mode (moving statistics), batch by batch."""
+    correct = 0
+    for xb, yb in batches(x, y, batch_size):
+        correct += int(np.sum(np.argmax(model(xb, training=False), axis=1) == yb))
+    return correct / len(x)
+
+
+def run_epochs(train_step, model, optimizer, loss_fn, x, y, batch_size: int = 32,
+               epochs: int = 1):
+    """Call ``train_step(model, optimizer, loss_fn, x_batch, y_batch)`` on every mini-batch.
+
+    Batches come in order (no shuffling), so a loop here and ``fit(shuffle=False)`` see the same
+    batches. Returns the loss of the last step as a float.
+    """
+    loss = None
+    for _ in range(epochs):
+        for xb, yb in batches(x, y, batch_size):
+            loss = train_step(model, optimizer, loss_fn, xb, yb)
+    return float(loss)

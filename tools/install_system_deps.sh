@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# System packages the browser tests need: Debian's Chromium (driven by Playwright's Python package
+# with executable_path=/usr/bin/chromium; we never run `playwright install`, which downloads a
+# browser build of its own). Called by `make browser-deps` when /usr/bin/chromium is missing.
+set -euo pipefail
+if [ -x /usr/bin/chromium ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# fonts-dejavu-core: so text renders the same in every screenshot.
+$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+/usr/bin/chromium --version
