@@ -10,7 +10,6 @@ Modules:
     bnbook.tf1_demos   -- TF1-style graph building blocks (ch. 5)
     bnbook.plots       -- the book's figures
     bnbook.checks      -- the checkers that exercise notebooks call after each exercise
-    bnbook.exercises   -- the generator that writes exercise notebooks from solution notebooks
 """
 
 import os

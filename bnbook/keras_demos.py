@@ -111,6 +111,20 @@ def bn_layers(model):
     return found
 
 
+def layer_links(model):
+    """(class of the producing layer, class of the consuming layer) for every connection of a
+    functional model, read from ``model.get_config()``: e.g. ("Conv2D", "BatchNormalization")."""
+    config = model.get_config()["layers"]
+    kind = {layer["name"]: layer["class_name"] for layer in config}
+    links = []
+    for layer in config:
+        for node in layer["inbound_nodes"]:
+            for arg in node["args"]:
+                for tensor in arg if isinstance(arg, list) else [arg]:
+                    links.append((kind[tensor["config"]["keras_history"][0]], layer["class_name"]))
+    return links
+
+
 def moving_stats(model):
     """Copies (NumPy) of every BN layer's moving mean and moving variance, in order."""
     return [v.numpy().copy() for layer in bn_layers(model)

@@ -1,415 +1,222 @@
-"""Chapter 2's checkers accept the solutions, say "not done yet" for the stubs, and name each known
-mistake (written here the way a learner would write it)."""
+"""Chapter 2 checkers: each accepts the solution and right answers written another way, says "not
+done yet" for the stub, and rejects plausible wrong answers (hard-coded depth, activation,
+epsilon and sizes included) with the message meant for them."""
 
-import numpy as np
+import keras
 import pytest
 import tensorflow as tf
 
 from bnbook.checks import ExerciseMistake
 from bnbook.checks import ch02 as check
 
-# ------------------------------------------------------------------ exercise 2.1: bn_dense --
+LOCATED = "matches no mistake this check knows"
 
 
-def bn_dense(x, w, gamma, beta, eps):
-    z = tf.matmul(x, w)
-    mean, variance = tf.nn.moments(z, axes=[0])
-    return tf.nn.batch_normalization(z, mean, variance, offset=beta, scale=gamma,
-                                     variance_epsilon=eps)
-
-
-def bn_dense_stub(x, w, gamma, beta, eps):
+def stub(*args, **kwargs):
     raise NotImplementedError("your code here")
 
 
-def by_hand(z, mean, variance, gamma, beta, eps):
-    return gamma * (z - mean) / tf.sqrt(variance + eps) + beta
+# ---- 2.1: bn_conv(x, filters, gamma, beta, eps) -----------------------------------------------
 
-
-def swapped(x, w, gamma, beta, eps):
-    z = x @ w
-    mean, variance = tf.nn.moments(z, axes=[0])
-    return tf.nn.batch_normalization(z, mean, variance, gamma, beta, eps)  # scale, offset: wrong
-
-
-def axis_1(x, w, gamma, beta, eps):
-    z = x @ w
-    mean, variance = tf.nn.moments(z, axes=[1])
-    return tf.nn.batch_normalization(z, mean, variance, beta, gamma, eps)
-
-
-def axis_1_keepdims(x, w, gamma, beta, eps):
-    z = x @ w
-    mean, variance = tf.nn.moments(z, axes=[1], keepdims=True)
-    return tf.nn.batch_normalization(z, mean, variance, beta, gamma, eps)
-
-
-def all_axes(x, w, gamma, beta, eps):
-    z = x @ w
-    mean, variance = tf.nn.moments(z, axes=[0, 1])
-    return tf.nn.batch_normalization(z, mean, variance, beta, gamma, eps)
-
-
-def unbiased(x, w, gamma, beta, eps):
-    z = x @ w
-    n = tf.cast(tf.shape(z)[0], tf.float32)
-    mean, variance = tf.nn.moments(z, axes=[0])
-    return tf.nn.batch_normalization(z, mean, variance * n / (n - 1), beta, gamma, eps)
-
-
-def std_as_variance(x, w, gamma, beta, eps):
-    z = x @ w
-    mean, variance = tf.nn.moments(z, axes=[0])
-    return tf.nn.batch_normalization(z, mean, tf.sqrt(variance), beta, gamma, eps)
-
-
-def no_eps(x, w, gamma, beta, eps):
-    z = x @ w
-    mean, variance = tf.nn.moments(z, axes=[0])
-    return gamma * (z - mean) / tf.sqrt(variance) + beta
-
-
-def eps_outside(x, w, gamma, beta, eps):
-    z = x @ w
-    mean, variance = tf.nn.moments(z, axes=[0])
-    return gamma * (z - mean) / (tf.sqrt(variance) + eps) + beta
-
-
-def fixed_eps(x, w, gamma, beta, eps):
-    z = x @ w
-    mean, variance = tf.nn.moments(z, axes=[0])
-    return tf.nn.batch_normalization(z, mean, variance, beta, gamma, 1e-3)
-
-
-def no_scale_shift(x, w, gamma, beta, eps):
-    z = x @ w
-    mean, variance = tf.nn.moments(z, axes=[0])
-    return tf.nn.batch_normalization(z, mean, variance, None, None, eps)
-
-
-def with_sigmoid(x, w, gamma, beta, eps):
-    return tf.sigmoid(bn_dense(x, w, gamma, beta, eps))
-
-
-def normalised_input(x, w, gamma, beta, eps):
-    mean, variance = tf.nn.moments(x, axes=[0])
-    x_hat = tf.nn.batch_normalization(x, mean, variance, None, None, eps)
-    return gamma * (x_hat @ w) + beta
-
-
-def no_matmul(x, w, gamma, beta, eps):
-    mean, variance = tf.nn.moments(x, axes=[0])
-    return tf.nn.batch_normalization(x, mean, variance, beta, gamma, eps)
-
-
-def with_numpy(x, w, gamma, beta, eps):
-    z = x.numpy() @ w.numpy()
-    return gamma.numpy() * (z - z.mean(0)) / np.sqrt(z.var(0) + eps) + beta.numpy()
-
-
-def shape_error(x, w, gamma, beta, eps):
-    return tf.reshape(bn_dense(x, w, gamma, beta, eps), (5, -1))
-
-
-def test_bn_dense_accepts_the_solution(capsys):
-    check.bn_dense(bn_dense)
-    assert capsys.readouterr().out.startswith("✓ Exercise 2.1 passed")
-
-
-def test_bn_dense_accepts_the_by_hand_formula(capsys):
-    def formula(x, w, gamma, beta, eps):
-        z = x @ w
-        mean, variance = tf.nn.moments(z, axes=[0])
-        return by_hand(z, mean, variance, gamma, beta, eps)
-
-    check.bn_dense(formula)
-    assert capsys.readouterr().out.startswith("✓ Exercise 2.1 passed")
-
-
-def test_bn_dense_accepts_a_bias_before_bn_because_it_cancels(capsys):
-    def with_bias(x, w, gamma, beta, eps):
-        z = x @ w + 3.0  # the mean subtraction removes any constant added here
-        mean, variance = tf.nn.moments(z, axes=[0])
-        return by_hand(z, mean, variance, gamma, beta, eps)
-
-    check.bn_dense(with_bias)
-    assert capsys.readouterr().out.startswith("✓ Exercise 2.1 passed")
-
-
-def test_bn_dense_stub_is_not_done(capsys):
-    assert check.bn_dense(bn_dense_stub) is None
-    assert "Exercise 2.1 is not done yet" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("wrong, message", [
-    (swapped, r"(?s)gamma and beta are swapped.*offset \(beta\) BEFORE the scale"),
-    (axis_1, "moments over axis 1, across the units of each example"),
-    (axis_1_keepdims, "moments over axis 1.*layer normalisation"),
-    (all_axes, "moments over all axes"),
-    (unbiased, "unbiased variance"),
-    (std_as_variance, "standard deviation where the variance goes"),
-    (no_eps, "epsilon is missing"),
-    (eps_outside, "epsilon to the standard deviation"),
-    (fixed_eps, "ignored the eps argument"),
-    (no_scale_shift, "not scaled and shifted"),
-    (with_sigmoid, "applied the sigmoid"),
-    (normalised_input, "normalised the layer's input x"),
-    (no_matmul, "multiplication by w is missing"),
-    (with_numpy, "asks for a TensorFlow tensor"),
-    (lambda *args: bn_dense(*args).numpy().tolist(), "Python list"),
-    (lambda *args: tf.cast(bn_dense(*args), tf.float64), "dtype float64"),
-    (lambda *args: bn_dense(*args) * np.nan, "NaN"),
-    (lambda *args: None, "forget a `return`"),
-    (shape_error, "bn_dense raised InvalidArgumentError"),
-    (lambda *args: bn_dense(*args) * 1.1, "match none of the usual mistakes"),
-    (lambda *args: bn_dense(*args)[:, :2], "Wrong output shape"),
-])
-def test_bn_dense_names_each_mistake(wrong, message):
-    with pytest.raises(ExerciseMistake, match=message) as info:
-        check.bn_dense(wrong)
-    assert str(info.value).startswith("Exercise 2.1: ") and "\nHint: " in str(info.value)
-
-
-def test_bn_dense_is_not_a_function():
-    with pytest.raises(ExerciseMistake, match="Expected a function"):
-        check.bn_dense(bn_dense(tf.ones((2, 2)), tf.ones((2, 2)), tf.ones(2), tf.zeros(2), 1e-3))
-
-
-# ----------------------------------------------------------- exercise 2.2: the BN network --
-
-
-def batch_norm(z, gamma, beta, eps):
-    mean, variance = tf.nn.moments(z, axes=[0])
+def bn_conv(x, filters, gamma, beta, eps):
+    z = tf.nn.conv2d(x, filters, strides=1, padding="SAME")
+    mean, variance = tf.nn.moments(z, axes=[0, 1, 2])
     return tf.nn.batch_normalization(z, mean, variance, offset=beta, scale=gamma,
                                      variance_epsilon=eps)
 
 
-class BNNet(tf.Module):
-    def __init__(self, weights, epsilon=1e-3):
+def bn_conv_by_hand(x, filters, gamma, beta, eps):
+    z = tf.nn.convolution(x, filters, padding="SAME")
+    mean = tf.reduce_mean(z, axis=[0, 1, 2], keepdims=True)
+    variance = tf.reduce_mean(tf.square(z - mean), axis=[0, 1, 2], keepdims=True)
+    return gamma * (z - mean) * tf.math.rsqrt(variance + eps) + beta
+
+
+def bn_conv_keras(x, filters, gamma, beta, eps):
+    conv = keras.layers.Conv2D(filters.shape[-1], filters.shape[:2], padding="same",
+                               use_bias=False)
+    conv.build(x.shape)
+    conv.kernel.assign(filters)
+    bn = keras.layers.BatchNormalization(epsilon=eps)
+    bn.build((None, None, None, filters.shape[-1]))
+    bn.gamma.assign(gamma)
+    bn.beta.assign(beta)
+    return bn(conv(x), training=True)
+
+
+def conv_with(axes=(0, 1, 2), padding="SAME", eps_fixed=None, form="right"):
+    def fn(x, filters, gamma, beta, eps):
+        eps = eps if eps_fixed is None else eps_fixed
+        z = tf.nn.conv2d(x, filters, strides=1, padding=padding)
+        mean, variance = tf.nn.moments(z, axes=list(axes), keepdims=True)
+        if form == "unbiased":
+            n = tf.cast(tf.size(z) // z.shape[-1], tf.float32)
+            variance = variance * n / (n - 1)
+        return {
+            "right": lambda: tf.nn.batch_normalization(z, mean, variance, beta, gamma, eps),
+            "unbiased": lambda: tf.nn.batch_normalization(z, mean, variance, beta, gamma, eps),
+            "swapped": lambda: tf.nn.batch_normalization(z, mean, variance, gamma, beta, eps),
+            "std": lambda: tf.nn.batch_normalization(z, mean, tf.sqrt(variance), beta, gamma, eps),
+            "no_bn": lambda: z,
+            "numpy": lambda: tf.nn.batch_normalization(z, mean, variance, beta, gamma, eps).numpy(),
+            "bias": lambda: tf.nn.batch_normalization(z + 3.0, *tf.nn.moments(z + 3.0, [0, 1, 2]),
+                                                      beta, gamma, eps),
+            "stride2": lambda: tf.nn.conv2d(x, filters, strides=2, padding="SAME"),
+        }[form]()
+    return fn
+
+
+RIGHT_2_1 = [bn_conv, bn_conv_by_hand, bn_conv_keras, conv_with(form="bias")]
+WRONG_2_1 = [
+    (conv_with(axes=(0,)), "batch axis only"),
+    (conv_with(axes=(1, 2)), "instance normalisation"),
+    (conv_with(axes=(1, 2, 3)), "layer normalisation"),
+    (conv_with(axes=(0, 1, 2, 3)), "a single mean for the whole batch"),
+    (conv_with(padding="VALID"), "padding 'VALID'"),
+    (conv_with(eps_fixed=1e-3), "Forgot epsilon"),
+    (conv_with(eps_fixed=0.0), "Forgot epsilon"),
+    (conv_with(form="unbiased"), "unbiased variance"),
+    (conv_with(form="swapped"), "gamma and beta are swapped"),
+    (conv_with(form="std"), "passed a standard deviation"),
+    (conv_with(form="no_bn"), "without batch normalization"),
+    (conv_with(form="numpy"), "asks for a TensorFlow tensor"),
+    (conv_with(form="stride2"), r"has shape \(2, 3, 2, 4\), expected \(2, 5, 4, 4\)"),
+    (lambda x, f, g, b, eps: bn_conv(x, f, g, b, eps) * 1.001, r"In case 1 of 3 .*" + LOCATED),
+]
+
+
+# ---- 2.2: BNNet(weights, epsilon, activation) -------------------------------------------------
+
+def make_net(where="right", eps_fixed=None, act_fixed=None, layers=None, extra_bias=False,
+             start="right", ddof=0, store="list"):
+    class BNNet(tf.Module):
+        def __init__(self, weights, epsilon=1e-3, activation=tf.sigmoid):
+            super().__init__()
+            self.epsilon = epsilon if eps_fixed is None else eps_fixed
+            self.activation = activation if act_fixed is None else act_fixed
+            hidden = weights[:-1] if layers is None else weights[:layers]
+            self.ws = [tf.Variable(w) for w in (weights if layers is None else weights[:layers + 1])]
+            ones, zeros = (tf.zeros, tf.ones) if start == "swapped" else (tf.ones, tf.zeros)
+            self.gammas = [tf.Variable(ones(w.shape[1])) for w in hidden]
+            self.betas = [tf.Variable(zeros(w.shape[1])) for w in hidden]
+            if extra_bias:
+                self.biases = [tf.Variable(tf.zeros(w.shape[1])) for w in hidden]
+            self.b_out = tf.Variable(tf.zeros(weights[-1].shape[1]))
+            if store == "dict":
+                self.ws = {i: w for i, w in enumerate(self.ws)}
+
+        def __call__(self, x, training=False):
+            h = x
+            for i, (w, gamma, beta) in enumerate(zip(self.ws, self.gammas, self.betas)):
+                z = h @ w
+                mean, variance = tf.nn.moments(z, axes=[0])
+                if ddof:
+                    n = tf.cast(tf.shape(z)[0], tf.float32)
+                    variance = variance * n / (n - 1)
+                if where == "bn_after":
+                    a = self.activation(z)
+                    m, v = tf.nn.moments(a, axes=[0])
+                    h = tf.nn.batch_normalization(a, m, v, beta, gamma, self.epsilon)
+                    continue
+                bn = tf.nn.batch_normalization(z, mean, variance, beta, gamma, self.epsilon)
+                if where == "swapped":
+                    bn = tf.nn.batch_normalization(z, mean, variance, gamma, beta, self.epsilon)
+                last = i == len(self.gammas) - 1
+                h = bn if where == "no_act_last" and last else self.activation(bn)
+            logits = h @ self.ws[-1]
+            if where == "bn_out":
+                m, v = tf.nn.moments(logits, axes=[0])
+                return tf.nn.batch_normalization(logits, m, v, None, None, self.epsilon) + \
+                    self.b_out
+            if where == "no_b_out":
+                return logits
+            if where == "softmax":
+                return tf.nn.softmax(logits + self.b_out)
+            return logits + self.b_out
+    return BNNet
+
+
+class BNNetKerasStyle(tf.Module):  # one helper per layer, by-hand BN
+    def __init__(self, weights, epsilon=1e-3, activation=tf.sigmoid):
         super().__init__()
-        self.epsilon = epsilon
-        w1, w2, w3 = weights
-        self.w1 = tf.Variable(w1)
-        self.gamma1 = tf.Variable(tf.ones(w1.shape[1]))
-        self.beta1 = tf.Variable(tf.zeros(w1.shape[1]))
-        self.w2 = tf.Variable(w2)
-        self.gamma2 = tf.Variable(tf.ones(w2.shape[1]))
-        self.beta2 = tf.Variable(tf.zeros(w2.shape[1]))
-        self.w3 = tf.Variable(w3)
-        self.b3 = tf.Variable(tf.zeros(w3.shape[1]))
+        self.epsilon, self.activation = epsilon, activation
+        self.ws = [tf.Variable(w, name=f"w{i}") for i, w in enumerate(weights)]
+        self.gammas = [tf.Variable(tf.ones([w.shape[1]])) for w in weights[:-1]]
+        self.betas = [tf.Variable(tf.zeros([w.shape[1]])) for w in weights[:-1]]
+        self.b_out = tf.Variable(tf.zeros([weights[-1].shape[1]]))
 
-    def hidden(self, x, w, gamma, beta):
-        return tf.sigmoid(batch_norm(x @ w, gamma, beta, self.epsilon))
-
-    def __call__(self, x, training=False):
-        h1 = self.hidden(x, self.w1, self.gamma1, self.beta1)
-        h2 = self.hidden(h1, self.w2, self.gamma2, self.beta2)
-        return h2 @ self.w3 + self.b3
-
-
-class Stub(tf.Module):
-    def __init__(self, weights, epsilon=1e-3):
-        super().__init__()
-        self.epsilon = epsilon
-        raise NotImplementedError("your code here")
-
-
-class NotAModule:
-    def __init__(self, weights, epsilon=1e-3):
-        pass
-
-
-class OtherNames(BNNet):
-    def __init__(self, weights, epsilon=1e-3):
-        super().__init__(weights, epsilon)
-        self.g1 = self.gamma1
-        del self.gamma1
-
-
-class PlainTensor(BNNet):
-    def __init__(self, weights, epsilon=1e-3):
-        super().__init__(weights, epsilon)
-        self.gamma1 = tf.ones(weights[0].shape[1])
-
-
-class Frozen(BNNet):
-    def __init__(self, weights, epsilon=1e-3):
-        super().__init__(weights, epsilon)
-        self.beta2 = tf.Variable(tf.zeros(weights[1].shape[1]), trainable=False)
-
-
-class Float64(BNNet):
-    def __init__(self, weights, epsilon=1e-3):
-        super().__init__(weights, epsilon)
-        self.gamma2 = tf.Variable(np.ones(weights[1].shape[1]))
-
-
-class OneGamma(BNNet):
-    def __init__(self, weights, epsilon=1e-3):
-        super().__init__(weights, epsilon)
-        self.gamma1 = tf.Variable(1.0)
-
-
-class GammaZero(BNNet):
-    def __init__(self, weights, epsilon=1e-3):
-        super().__init__(weights, epsilon)
-        self.gamma1 = tf.Variable(tf.zeros(weights[0].shape[1]))
-
-
-class FreshWeights(BNNet):
-    def __init__(self, weights, epsilon=1e-3):
-        super().__init__(weights, epsilon)
-        self.w1 = tf.Variable(tf.random.normal(weights[0].shape))
-
-
-class BiasBeforeBN(BNNet):
-    def __init__(self, weights, epsilon=1e-3):
-        super().__init__(weights, epsilon)
-        self.b1 = tf.Variable(tf.zeros(weights[0].shape[1]))
-        self.b2 = tf.Variable(tf.zeros(weights[1].shape[1]))
-
-    def __call__(self, x, training=False):
-        h1 = tf.sigmoid(batch_norm(x @ self.w1 + self.b1, self.gamma1, self.beta1, self.epsilon))
-        h2 = tf.sigmoid(batch_norm(h1 @ self.w2 + self.b2, self.gamma2, self.beta2, self.epsilon))
-        return h2 @ self.w3 + self.b3
-
-
-class ExtraScalar(BNNet):
-    def __init__(self, weights, epsilon=1e-3):
-        super().__init__(weights, epsilon)
-        self.temperature = tf.Variable(1.0)
-
-
-class Swapped(BNNet):
-    layers = (True, True)
+    def layer(self, h, i):
+        z = tf.matmul(h, self.ws[i])
+        mean = tf.reduce_mean(z, axis=0)
+        var = tf.reduce_mean((z - mean) ** 2, axis=0)
+        return self.activation(self.gammas[i] * (z - mean) / tf.sqrt(var + self.epsilon)
+                               + self.betas[i])
 
     def __call__(self, x, training=False):
         h = x
-        for (w, gamma, beta), swap in zip([(self.w1, self.gamma1, self.beta1),
-                                           (self.w2, self.gamma2, self.beta2)], self.layers):
-            z = h @ w
-            mean, variance = tf.nn.moments(z, axes=[0])
-            if swap:
-                out = tf.nn.batch_normalization(z, mean, variance, gamma, beta, self.epsilon)
-            else:
-                out = tf.nn.batch_normalization(z, mean, variance, beta, gamma, self.epsilon)
-            h = tf.sigmoid(out)
-        return h @ self.w3 + self.b3
+        for i in range(len(self.gammas)):
+            h = self.layer(h, i)
+        return h @ self.ws[-1] + self.b_out
 
 
-class SwappedLayer1(Swapped):
-    layers = (True, False)
+RIGHT_2_2 = [make_net(), BNNetKerasStyle]
+WRONG_2_2 = [
+    (make_net(where="bn_after"), "BN after the activation"),
+    (make_net(where="no_act_last"), "last hidden layer has no activation"),
+    (make_net(where="swapped"), "gamma and beta are swapped"),
+    (make_net(where="bn_out"), "batch-normalised the output layer too"),
+    (make_net(where="no_b_out"), "output layer has no bias b_out"),
+    (make_net(where="softmax"), "applied a softmax"),
+    (make_net(ddof=1), "unbiased variance"),
+    (make_net(eps_fixed=1e-3), "fixed epsilon instead of the `epsilon` argument"),
+    (make_net(act_fixed=tf.sigmoid), "always uses the sigmoid"),
+    (make_net(layers=2), r"In case 2 of 3 .*`self.ws` is a list of 3; expected a list of 4"),
+    (make_net(extra_bias=True), r"has 10 trainable variables; expected 8 .*\nHint: no bias before BN"),
+    (make_net(start="swapped"), "gamma starts at 0 and beta at 1"),
+    (make_net(store="dict"), "`self.ws` is a _DictWrapper; expected a list of 3"),
+]
 
 
-class SwappedLayer2(Swapped):
-    layers = (False, True)
+# ---- the tests --------------------------------------------------------------------------------
+
+CHECKS = {"2.1": (check.bn_conv, RIGHT_2_1, WRONG_2_1),
+          "2.2": (check.bn_network, RIGHT_2_2, WRONG_2_2)}
+RIGHT = [(label, fn) for label, (_, right, _) in CHECKS.items() for fn in right]
+WRONG = [(label, fn, message) for label, (_, _, wrong) in CHECKS.items() for fn, message in wrong]
 
 
-class SigmoidThenBN(BNNet):
-    def hidden(self, x, w, gamma, beta):
-        return batch_norm(tf.sigmoid(x @ w), gamma, beta, self.epsilon)
+class StubNet(tf.Module):
+    def __init__(self, weights, epsilon=1e-3, activation=tf.sigmoid):
+        super().__init__()
+        raise NotImplementedError("your code here")
 
 
-class NoSigmoid(BNNet):
-    def hidden(self, x, w, gamma, beta):
-        return batch_norm(x @ w, gamma, beta, self.epsilon)
+@pytest.mark.parametrize("label", CHECKS)
+def test_stub_is_not_done(label, capsys):
+    assert CHECKS[label][0](StubNet if label == "2.2" else stub) is None
+    assert f"Exercise {label} is not done yet" in capsys.readouterr().out
 
 
-class NoBNLayer1(BNNet):
-    def __call__(self, x, training=False):
-        h1 = tf.sigmoid(x @ self.w1)
-        h2 = self.hidden(h1, self.w2, self.gamma2, self.beta2)
-        return h2 @ self.w3 + self.b3
+@pytest.mark.parametrize("label, fn", RIGHT, ids=[f"{lab}-{i}" for i, (lab, _) in enumerate(RIGHT)])
+def test_right_answers_pass(label, fn, capsys):
+    CHECKS[label][0](fn)
+    assert capsys.readouterr().out.startswith(f"✓ Exercise {label} passed")
 
 
-class NoBNLayer2(BNNet):
-    def __call__(self, x, training=False):
-        h1 = self.hidden(x, self.w1, self.gamma1, self.beta1)
-        return tf.sigmoid(h1 @ self.w2) @ self.w3 + self.b3
-
-
-class NoOutputBias(BNNet):
-    def __call__(self, x, training=False):
-        return super().__call__(x, training) - self.b3
-
-
-class Softmax(BNNet):
-    def __call__(self, x, training=False):
-        return tf.nn.softmax(super().__call__(x, training))
-
-
-class FixedEps(BNNet):
-    def hidden(self, x, w, gamma, beta):
-        return tf.sigmoid(batch_norm(x @ w, gamma, beta, 1e-3))
-
-
-class Unbiased(BNNet):
-    def hidden(self, x, w, gamma, beta):
-        z = x @ w
-        n = tf.cast(tf.shape(z)[0], tf.float32)
-        mean, variance = tf.nn.moments(z, axes=[0])
-        return tf.sigmoid(tf.nn.batch_normalization(z, mean, variance * n / (n - 1), beta, gamma,
-                                                    self.epsilon))
-
-
-class NumpyOutput(BNNet):
-    def __call__(self, x, training=False):
-        return super().__call__(x, training).numpy()
-
-
-class NoTrainingArgument(BNNet):
-    def __call__(self, x):
-        return super().__call__(x)
-
-
-class OffByALittle(BNNet):
-    def __call__(self, x, training=False):
-        return super().__call__(x, training) + 0.1
-
-
-def test_bn_network_accepts_the_solution(capsys):
-    check.bn_network(BNNet)
-    assert capsys.readouterr().out.startswith("✓ Exercise 2.2 passed")
-
-
-def test_bn_network_stub_is_not_done(capsys):
-    assert check.bn_network(Stub) is None
-    assert "Exercise 2.2 is not done yet" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("wrong, message", [
-    (NotAModule, "not a tf.Module"),
-    (OtherNames, "no attribute `gamma1`"),
-    (PlainTensor, "`self.gamma1` is a .*, not a tf.Variable"),
-    (Frozen, "`self.beta2` is not trainable"),
-    (Float64, "`self.gamma2` has dtype float64"),
-    (OneGamma, r"`self.gamma1` has shape \(\), expected \(5,\)"),
-    (GammaZero, "`self.gamma1` does not start at ones"),
-    (FreshWeights, "`self.w1` does not start at the matching matrix"),
-    (BiasBeforeBN, r"extra trainable variables of shape \(5,\), \(4,\): a bias before BN"),
-    (ExtraScalar, r"unexpected trainable variables: \(\)"),
-    (Swapped, "gamma and beta are swapped in both layers"),
-    (SwappedLayer1, "gamma and beta are swapped in layer 1"),
-    (SwappedLayer2, "gamma and beta are swapped in layer 2"),
-    (SigmoidThenBN, "normalised AFTER the sigmoid"),
-    (NoSigmoid, "sigmoid after batch normalization is missing"),
-    (NoBNLayer1, "Layer 1 is not batch-normalised"),
-    (NoBNLayer2, "Layer 2 is not batch-normalised"),
-    (NoOutputBias, "output bias b3 is not added"),
-    (Softmax, "returns probabilities"),
-    (FixedEps, "ignored self.epsilon"),
-    (Unbiased, "unbiased variance"),
-    (NumpyOutput, "asks for a TensorFlow tensor"),
-    (NoTrainingArgument, "raised TypeError"),
-    (OffByALittle, "wrong logits .* match none of the usual mistakes"),
-])
-def test_bn_network_names_each_mistake(wrong, message):
+@pytest.mark.parametrize("label, fn, message", WRONG,
+                         ids=[f"{lab}-{i}" for i, (lab, _, _) in enumerate(WRONG)])
+def test_wrong_answers_are_rejected_with_their_message(label, fn, message):
     with pytest.raises(ExerciseMistake, match=message) as info:
-        check.bn_network(wrong)
-    assert str(info.value).startswith("Exercise 2.2: ") and "\nHint: " in str(info.value)
+        CHECKS[label][0](fn)
+    text = str(info.value)
+    assert text.startswith(f"Exercise {label}: ")
+    assert "function_node" not in text and "Traceback" not in text
 
 
-def test_bn_network_needs_the_class_not_an_instance():
-    with pytest.raises(ExerciseMistake, match="the class itself"):
-        check.bn_network(BNNet([np.ones((6, 5), np.float32), np.ones((5, 4), np.float32),
-                                np.ones((4, 3), np.float32)]))
+def test_2_2_stub_in_call_only_is_not_done(capsys):
+    class HalfDone(make_net()):
+        def __call__(self, x, training=False):
+            raise NotImplementedError("your code here")
+
+    check.bn_network(HalfDone)
+    assert "Exercise 2.2 is not done yet" in capsys.readouterr().out

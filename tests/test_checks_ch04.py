@@ -1,5 +1,6 @@
-"""Chapter 4 checkers: each accepts the solution, says "not done yet" for a stub, and rejects every
-known-wrong answer with the message meant for it."""
+"""Chapter 4 checkers: each accepts the solution and right answers written another way, says "not
+done yet" for the stub, and rejects plausible wrong answers (hard-coded momentum, optimizer, layer
+positions and flat loops included) with the message meant for them."""
 
 import keras
 import numpy as np
@@ -9,202 +10,355 @@ import tensorflow as tf
 from bnbook.checks import ExerciseMistake
 from bnbook.checks import ch04 as check
 
+LOCATED = "matches no mistake this check knows"
 
-def stub(*args, **kwargs):
+
+def stub(*args):
     raise NotImplementedError("your code here")
 
 
-def passes(checker, answer, capsys):
-    checker(answer)
-    out = capsys.readouterr().out
-    assert out.startswith(f"✓ Exercise {checker.label} passed"), out
+# ---- 4.1: moving_statistics(moving_mean, moving_variance, batches, momentum) -------------------
+
+def moving(moving_mean, moving_variance, batches, momentum):
+    for batch in batches:
+        axes = tuple(range(batch.ndim - 1))
+        moving_mean = momentum * moving_mean + (1 - momentum) * batch.mean(axis=axes)
+        moving_variance = momentum * moving_variance + (1 - momentum) * batch.var(axis=axes)
+    return moving_mean, moving_variance
 
 
-def test_stubs_are_not_done(capsys):
-    for checker in (check.moving_average_update, check.train_step, check.evaluate_accuracy,
-                    check.prepare_for_finetuning):
-        assert checker(stub) is None
-        assert f"Exercise {checker.label} is not done yet" in capsys.readouterr().out
+def moving_keras(moving_mean, moving_variance, batches, momentum):
+    layer = keras.layers.BatchNormalization(momentum=momentum)
+    layer.build(batches[0].shape)
+    layer.moving_mean.assign(moving_mean)
+    layer.moving_variance.assign(moving_variance)
+    for batch in batches:
+        layer(batch, training=True)
+    return layer.moving_mean.numpy(), layer.moving_variance.numpy()
 
 
-# --- 4.1 ------------------------------------------------------------------------------------------
-
-def update(mean, var, batch, momentum):
-    return (momentum * mean + (1 - momentum) * batch.mean(axis=0),
-            momentum * var + (1 - momentum) * batch.var(axis=0))
-
-
-def test_4_1_solution(capsys):
-    passes(check.moving_average_update, update, capsys)
+def moving_flat(moving_mean, moving_variance, batches, momentum):
+    mean, var = moving_mean.copy(), moving_variance.copy()
+    for batch in batches:
+        flat = batch.reshape(-1, batch.shape[-1])
+        mean -= (1 - momentum) * (mean - flat.mean(axis=0))
+        var -= (1 - momentum) * (var - flat.var(axis=0))
+    return mean, var
 
 
-@pytest.mark.parametrize("answer, message", [
-    (lambda m, v, b, k: (k * b.mean(0) + (1 - k) * m, k * b.var(0) + (1 - k) * v),
-     "PyTorch's convention"),
-    (lambda m, v, b, k: (k * m + (1 - k) * b.mean(0), k * v + (1 - k) * b.var(0, ddof=1)),
-     "unbiased batch variance"),
-    (lambda m, v, b, k: (k * m + (1 - k) * b.mean(0), k * v + (1 - k) * b.std(0)),
-     "standard deviation"),
-    (lambda m, v, b, k: (k * m + (1 - k) * b.mean(0), v), "was not updated"),
-    (lambda m, v, b, k: (b.mean(0), b.var(0)), "batch statistics themselves"),
-    (lambda m, v, b, k: update(m, v, b, 0.99), "argument is ignored"),
-    (lambda m, v, b, k: update(m, v, b, k)[::-1], "swapped"),
-    (lambda m, v, b, k: (k * m + (1 - k) * b.mean(0)[0], k * v + (1 - k) * b.var(0)),
-     "new_mean is wrong"),
-    (lambda m, v, b, k: update(m, v, b[None], k), "Wrong shapes"),
-    (lambda m, v, b, k: update(m, v, b, k)[0], "Expected a pair"),
-    (lambda m, v, b, k: [list(a) for a in update(m, v, b, k)], "Python list"),
-    (lambda m, v, b, k: tuple(tf.constant(a) for a in update(m, v, b, k)), "NumPy array"),
-    (lambda m, v, b, k: tuple(a.astype(np.float64) for a in update(m, v, b, k)), "float64"),
-    (lambda m, v, b, k: (m * np.nan, v), "NaN"),
-])
-def test_4_1_mistakes(answer, message):
-    with pytest.raises(ExerciseMistake, match=message):
-        check.moving_average_update(answer)
+def moving_with(weight_new=False, ddof=0, axis0=False, momentum_fixed=None, last_only=False,
+                pooled=False, form="right"):
+    def fn(moving_mean, moving_variance, batches, momentum):
+        m = momentum if momentum_fixed is None else momentum_fixed
+        keep = 1 - m if weight_new else m
+        if pooled:
+            batches = [np.concatenate([b.reshape(-1, b.shape[-1]) for b in batches])]
+        if last_only:
+            batches = batches[-1:]
+        mean, var = moving_mean, moving_variance
+        for batch in batches:
+            axes = (0,) if axis0 else tuple(range(batch.ndim - 1))
+            mean = keep * mean + (1 - keep) * batch.mean(axis=axes)
+            if form != "no_var":
+                var = keep * var + (1 - keep) * batch.var(axis=axes, ddof=ddof)
+        return {"right": (mean, var), "no_var": (mean, var), "swapped": (var, mean),
+                "float64": (mean.astype(np.float64), var), "tensor": (tf.constant(mean), var),
+                "one": mean, "var_from_std": (mean, np.sqrt(var))}[form]
+    return fn
 
 
-# --- 4.2 ------------------------------------------------------------------------------------------
+def moving_first_batch_only(moving_mean, moving_variance, batches, momentum):
+    return moving(moving_mean, moving_variance, batches[:1], momentum)
 
-def make_step(training=True, apply=True, calls_in_training=1, second_inference_call=False,
-              returns="loss", scale_grads=1.0):
-    def step(model, optimizer, loss_fn, x, y):
-        for _ in range(calls_in_training - 1):
+
+def moving_new_mean_variance(moving_mean, moving_variance, batches, momentum):
+    for batch in batches:  # variance around the new moving mean instead of the batch mean
+        axes = tuple(range(batch.ndim - 1))
+        moving_mean = momentum * moving_mean + (1 - momentum) * batch.mean(axis=axes)
+        moving_variance = momentum * moving_variance + (1 - momentum) * \
+            ((batch - moving_mean) ** 2).mean(axis=axes)
+    return moving_mean, moving_variance
+
+
+RIGHT_4_1 = [moving, moving_keras, moving_flat]
+WRONG_4_1 = [
+    (moving_with(weight_new=True), "momentum weights the wrong value"),
+    (moving_with(ddof=1), "unbiased batch variance"),
+    (moving_with(axis0=True), "statistics over axis 0 only"),
+    (moving_with(momentum_fixed=0.99), "Keras' default momentum 0.99"),
+    (moving_with(momentum_fixed=0.9), r"In case 2 of 3 .*changes batches, momentum.*" + LOCATED),
+    (moving_with(last_only=True), "Only the last batch counted"),
+    (moving_with(pooled=True), "pooled all batches into one"),
+    (moving_with(form="no_var"), "the moving variance did not move"),
+    (moving_with(form="swapped"), LOCATED),
+    (moving_with(form="float64"), "dtype float64; expected float32"),
+    (moving_with(form="tensor"), "asks for a NumPy array"),
+    (moving_with(form="one"), "expected 2 results"),
+    (moving_with(form="var_from_std"), r"your moving variance is wrong at .*" + LOCATED),
+    (moving_first_batch_only, r"In case 1 of 3 .*" + LOCATED),
+    (moving_new_mean_variance, LOCATED),
+]
+
+
+# ---- 4.2: train_step(model, optimizer, loss_fn, x, y) -> (loss, accuracy) ----------------------
+
+def step(model, optimizer, loss_fn, x, y):
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = loss_fn(y, logits)
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    correct = tf.equal(tf.argmax(logits, axis=1), tf.cast(y, tf.int64))
+    return loss, tf.reduce_mean(tf.cast(correct, tf.float32))
+
+
+def step_keras_metric(model, optimizer, loss_fn, x, y):
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = loss_fn(y, logits)
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                  model.trainable_variables))
+    accuracy = keras.metrics.sparse_categorical_accuracy(y, logits)
+    return loss, tf.reduce_mean(accuracy)
+
+
+def step_minimize_style(model, optimizer, loss_fn, x, y):
+    variables = model.trainable_weights
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = loss_fn(y, logits)
+    optimizer.apply(tape.gradient(loss, variables), variables)
+    hits = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == tf.cast(y, tf.int32), tf.float32)
+    return loss, tf.reduce_sum(hits) / tf.cast(tf.shape(x)[0], tf.float32)
+
+
+def step_with(training=True, twice=False, inference_grads=False, own_optimizer=False,
+              apply=True, accuracy="right", returns="both"):
+    def fn(model, optimizer, loss_fn, x, y):
+        if inference_grads:
             model(x, training=True)
-        if second_inference_call:
-            model(x, training=True)
+        opt = keras.optimizers.SGD(0.1) if own_optimizer else optimizer
         with tf.GradientTape() as tape:
-            logits = model(x, training=False if second_inference_call else training)
+            logits = model(x, training=training and not inference_grads)
             loss = loss_fn(y, logits)
-        grads = tape.gradient(loss, model.trainable_variables)
+        if twice:
+            model(x, training=True)
         if apply:
-            optimizer.apply_gradients(zip([scale_grads * g for g in grads],
-                                          model.trainable_variables))
-        if returns == "loss":
-            return loss
-        if returns == "float":
-            return float(loss)
-        if returns == "per-sample":
-            return keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-        if returns == "none":
-            return None
-        return 2 * loss
-    return step
+            opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                    model.trainable_variables))
+        hits = tf.cast(tf.equal(tf.argmax(logits, axis=1), tf.cast(y, tf.int64)), tf.float32)
+        acc = {"right": lambda: tf.reduce_mean(hits),
+               "percent": lambda: 100 * tf.reduce_mean(hits),
+               "count": lambda: tf.reduce_sum(hits),
+               "numpy": lambda: np.mean(np.argmax(logits, axis=1) == y),
+               "dotnumpy": lambda: tf.reduce_mean(hits).numpy(),
+               "inference": lambda: tf.reduce_mean(tf.cast(tf.equal(
+                   tf.argmax(model(x, training=False), axis=1), tf.cast(y, tf.int64)), tf.float32)),
+               "int": lambda: tf.reduce_mean(tf.cast(hits, tf.int32)),
+               "axis0": lambda: tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, axis=0),
+                                                                 tf.cast(y[:1], tf.int64)),
+                                                        tf.float32)),
+               }[accuracy]()
+        return {"both": (loss, acc), "loss": loss, "swapped": (acc, loss)}[returns]
+    return fn
 
 
-def test_4_2_solution(capsys):
-    passes(check.train_step, make_step(), capsys)
-    passes(check.train_step, tf.function(make_step()), capsys)
-    passes(check.train_step, make_step(returns="float"), capsys)
+RIGHT_4_2 = [step, step_keras_metric, step_minimize_style]
+WRONG_4_2 = [
+    (step_with(training=False), "`training` missing"),
+    (step_with(twice=True), "moving statistics moved twice"),
+    (step_with(inference_grads=True), "gradients came from an inference-mode forward pass"),
+    (step_with(own_optimizer=True), "took a step of SGD\\(0.1\\), not of the optimizer"),
+    (step_with(apply=False), "No trainable weight changed"),
+    (step_with(accuracy="percent"), "accuracy is a percentage"),
+    (step_with(accuracy="count"), "accuracy is a count"),
+    (step_with(accuracy="numpy"), "In case 3 of 3 .*NumPy function on a tensor inside tf.function"),
+    (step_with(accuracy="dotnumpy"), "calls .numpy\\(\\) inside tf.function"),
+    (step_with(accuracy="inference"), "accuracy comes from an inference-mode call"),
+    (step_with(accuracy="int"), "dtype int32; expected floating point"),
+    (step_with(accuracy="axis0"), LOCATED),
+    (step_with(returns="loss"), r"expected 2 results: \(loss, accuracy\)"),
+    (step_with(returns="swapped"), LOCATED),
+]
 
 
-@pytest.mark.parametrize("answer, message", [
-    (make_step(training=None), "`training` missing"),
-    (make_step(training=False), "`training` missing"),
-    (make_step(apply=False), "No trainable weight changed"),
-    (make_step(calls_in_training=2), "more than once"),
-    (make_step(second_inference_call=True), "inference-mode forward pass"),
-    (make_step(scale_grads=0.5), "expected step"),
-    (make_step(returns="per-sample"), "expected a scalar"),
-    (make_step(returns="none"), "return"),
-    (make_step(returns="double"), "not this step's loss"),
-])
-def test_4_2_mistakes(answer, message):
-    with pytest.raises(ExerciseMistake, match=message):
-        check.train_step(answer)
+# ---- 4.3: evaluate(model, x, y, batch_size) -> (accuracy, loss) --------------------------------
+
+def evaluate(model, x, y, batch_size):
+    correct, total = 0, 0.0
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start:start + batch_size], training=False)
+        labels = y[start:start + batch_size]
+        correct += int(np.sum(np.argmax(logits, axis=1) == labels))
+        total += float(tf.reduce_sum(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)))
+    return correct / len(x), total / len(x)
 
 
-# --- 4.3 ------------------------------------------------------------------------------------------
+def evaluate_weighted(model, x, y, batch_size):
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    accs, losses, sizes = [], [], []
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        logits = model.predict_on_batch(xb)
+        accs.append(np.mean(np.argmax(logits, axis=1) == yb))
+        losses.append(float(loss_fn(yb, logits)))
+        sizes.append(len(xb))
+    return float(np.average(accs, weights=sizes)), float(np.average(losses, weights=sizes))
 
-def make_evaluate(training=False, percent=False, skip_last=False, use_predict=False):
-    def evaluate(model, x, y, batch_size=32):
-        correct, seen = 0, 0
-        for start in range(0, len(x), batch_size):
+
+def evaluate_keras(model, x, y, batch_size):
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    loss, accuracy = model.evaluate(x, y, batch_size=batch_size, verbose=0)
+    return accuracy, loss
+
+
+def evaluate_with(training=False, freeze=False, mean_of_means=False, drop_last=False,
+                  accuracy="right", loss="right", returns="both"):
+    def fn(model, x, y, batch_size):
+        if freeze:
+            model.trainable = False
+        correct, losses, sizes = 0, [], []
+        stop = len(x) - len(x) % batch_size if drop_last else len(x)
+        for start in range(0, stop, batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            if skip_last and len(xb) < batch_size:
-                break
-            if use_predict:
-                logits = model.predict(xb, verbose=0)
-            else:
-                logits = model(xb, training=training) if training is not None else model(xb)
+            logits = model(xb, training=training)
             correct += int(np.sum(np.argmax(logits, axis=1) == yb))
-            seen += len(xb)
-        return (100.0 if percent else 1.0) * correct / seen
-    return evaluate
+            losses.append(float(tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits))))
+            sizes.append(len(yb))
+        n = stop
+        acc = {"right": correct / n, "percent": 100 * correct / n, "count": correct}[accuracy]
+        mean_loss = np.mean(losses) if mean_of_means else np.dot(losses, sizes) / n
+        mean_loss = {"right": mean_loss, "sum": mean_loss * n}[loss]
+        return {"both": (acc, float(mean_loss)), "acc": acc}[returns]
+    return fn
 
 
-def test_4_3_solution(capsys):
-    passes(check.evaluate_accuracy, make_evaluate(), capsys)
-    passes(check.evaluate_accuracy, make_evaluate(training=None), capsys)
-    passes(check.evaluate_accuracy, make_evaluate(use_predict=True), capsys)
+RIGHT_4_3 = [evaluate, evaluate_weighted, evaluate_keras]
+WRONG_4_3 = [
+    (evaluate_with(training=True), "`training` on: evaluating changed the BN moving statistics"),
+    (evaluate_with(freeze=True), "Evaluating changed `trainable`"),
+    (evaluate_with(mean_of_means=True), "plain mean of the batches' mean losses"),
+    (evaluate_with(drop_last=True), "skipped the last, smaller batch"),
+    (evaluate_with(accuracy="percent"), "accuracy is a percentage"),
+    (evaluate_with(accuracy="count"), "accuracy is a count"),
+    (evaluate_with(loss="sum"), "sum over samples, not the mean"),
+    (evaluate_with(returns="acc"), r"expected 2 results: \(accuracy, loss\)"),
+    (lambda model, x, y, batch_size: tuple(v * len(x) / 160 for v in evaluate(model, x, y, 48)),
+     r"In case 2 of 3 .*" + LOCATED),  # divides by case 1's 160 samples
+]
 
 
-@pytest.mark.parametrize("answer, message", [
-    (make_evaluate(training=True), "`training` always on"),
-    (make_evaluate(percent=True), "percentage"),
-    (make_evaluate(skip_last=True), "differs from the inference-mode accuracy"),
-    (lambda model, x, y, batch_size: [0.5], "Python list"),
-    (lambda model, x, y, batch_size: np.ones(3), "one number"),
-    (lambda model, x, y, batch_size: np.int64(1), "dtype int64"),
-    (lambda model, x, y, batch_size: float("nan"), "NaN"),
-])
-def test_4_3_mistakes(answer, message):
-    with pytest.raises(ExerciseMistake, match=message):
-        check.evaluate_accuracy(answer)
+# ---- 4.4: prepare_for_finetuning(base) ---------------------------------------------------------
 
-
-# --- 4.4 ------------------------------------------------------------------------------------------
-
-def is_bn(layer):
-    return isinstance(layer, keras.layers.BatchNormalization)
-
-
-def prepare(base):
+def unfreeze(base):
     base.trainable = True
-    for layer in base.layers:
-        if is_bn(layer):
+
+    def freeze_bn(model):
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+            elif hasattr(layer, "layers"):
+                freeze_bn(layer)
+
+    freeze_bn(base)
+
+
+def unfreeze_flatten(base):
+    base.trainable = True
+    for layer in base._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
 
 
-def prepare_wrong_order(base):
-    for layer in base.layers:
-        if is_bn(layer):
+def unfreeze_with_helper(base):
+    from bnbook import keras_demos as kd
+    base.trainable = True
+    for layer in kd.bn_layers(base):
+        layer.trainable = False
+
+
+def unfreeze_with(order="right", flat=False, inverted=False, only_trainable=False,
+                  freeze_blocks=False, positions=None):
+    def fn(base):
+        def bns(model):
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    yield layer
+                elif hasattr(layer, "layers") and not flat:
+                    yield from bns(layer)
+
+        if order == "bn_first":
+            for layer in bns(base):
+                layer.trainable = False
+            base.trainable = True
+            return
+        if order == "never":
+            return
+        if order == "no_bn":
+            base.trainable = True
+            return
+        base.trainable = True
+        if inverted:
+            for layer in base._flatten_layers(include_self=False):
+                layer.trainable = isinstance(layer, keras.layers.BatchNormalization)
+            return
+        if positions is not None:  # the layer positions of the first base
+            for i in positions:
+                if i < len(base.layers):
+                    base.layers[i].trainable = False
+            return
+        for layer in bns(base):
             layer.trainable = False
-    base.trainable = True
+        if freeze_blocks:
+            for layer in base.layers:
+                if hasattr(layer, "layers"):
+                    layer.trainable = False
+    return fn
 
 
-def unfreeze_all(base):
-    base.trainable = True
+RIGHT_4_4 = [unfreeze, unfreeze_flatten, unfreeze_with_helper]
+WRONG_4_4 = [
+    (unfreeze_with(order="never"), "The base is still frozen"),
+    (unfreeze_with(order="bn_first"), "`trainable` left on for the BN layers"),
+    (unfreeze_with(order="no_bn"), "`trainable` left on for the BN layers"),
+    (unfreeze_with(inverted=True), "Inverted: your BN layers are trainable"),
+    (unfreeze_with(flat=True), r"In case 2 of 3.*|A BN layer inside a nested model stayed "
+                               r"trainable: your loop looks only at base.layers"),
+    (unfreeze_with(flat=True, freeze_blocks=True), "You froze the whole nested model"),
+    (unfreeze_with(positions=(1, 4)), r"In case 2 of 3 .*" + LOCATED),
+]
 
 
-def do_nothing(base):
-    return base
+# ---- the tests --------------------------------------------------------------------------------
+
+CHECKS = {"4.1": (check.moving_statistics, RIGHT_4_1, WRONG_4_1),
+          "4.2": (check.train_step, RIGHT_4_2, WRONG_4_2),
+          "4.3": (check.evaluate, RIGHT_4_3, WRONG_4_3),
+          "4.4": (check.prepare_for_finetuning, RIGHT_4_4, WRONG_4_4)}
+RIGHT = [(label, fn) for label, (_, right, _) in CHECKS.items() for fn in right]
+WRONG = [(label, fn, message) for label, (_, _, wrong) in CHECKS.items() for fn, message in wrong]
 
 
-def unfreeze_only_bn(base):
-    for layer in base.layers:
-        layer.trainable = is_bn(layer)
+@pytest.mark.parametrize("label", CHECKS)
+def test_stub_is_not_done(label, capsys):
+    assert CHECKS[label][0](stub) is None
+    assert f"Exercise {label} is not done yet" in capsys.readouterr().out
 
 
-def unfreeze_last_dense_only(base):
-    dense = [layer for layer in base.layers if isinstance(layer, keras.layers.Dense)]
-    base.trainable = True
-    for layer in base.layers:
-        layer.trainable = layer is dense[-1]
+@pytest.mark.parametrize("label, fn", RIGHT, ids=[f"{lab}-{fn.__name__}" for lab, fn in RIGHT])
+def test_right_answers_pass(label, fn, capsys):
+    CHECKS[label][0](fn)
+    assert capsys.readouterr().out.startswith(f"✓ Exercise {label} passed")
 
 
-def test_4_4_solution(capsys):
-    passes(check.prepare_for_finetuning, prepare, capsys)
-
-
-@pytest.mark.parametrize("answer, message", [
-    (unfreeze_all, "`trainable` left on for the BN layers"),
-    (prepare_wrong_order, "`trainable` left on for the BN layers"),
-    (do_nothing, "still frozen"),
-    (unfreeze_only_bn, "still frozen"),
-    (unfreeze_last_dense_only, "1 of the base's 2 Dense layers stayed frozen"),
-    (lambda base: base.layers[99], "raised IndexError"),
-    (np.zeros(3), "Expected a function"),
-])
-def test_4_4_mistakes(answer, message):
-    with pytest.raises(ExerciseMistake, match=message):
-        check.prepare_for_finetuning(answer)
+@pytest.mark.parametrize("label, fn, message", WRONG,
+                         ids=[f"{lab}-{i}" for i, (lab, _, _) in enumerate(WRONG)])
+def test_wrong_answers_are_rejected_with_their_message(label, fn, message):
+    with pytest.raises(ExerciseMistake, match=message) as info:
+        CHECKS[label][0](fn)
+    text = str(info.value)
+    assert text.startswith(f"Exercise {label}: ")
+    assert "function_node" not in text and "Traceback" not in text

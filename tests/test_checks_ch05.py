@@ -1,312 +1,290 @@
-"""Chapter 5 checkers: the solutions pass, stubs are "not done yet", known mistakes are named."""
-
-import inspect
-import json
-from pathlib import Path
+"""Chapter 5 checkers: each accepts the solution and right answers written another way, says "not
+done yet" for the stub, and rejects plausible wrong answers (hard-coded scope, decay, epsilon,
+variable counts included) with the message meant for them."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnbook import tf1_demos
 from bnbook.checks import ExerciseMistake
 from bnbook.checks import ch05 as check
 from bnbook.tf1_demos import bn_variables
 
 tf1 = tf.compat.v1
-ROOT = Path(__file__).resolve().parent.parent
+LOCATED = "matches no mistake this check knows"
 
 
 def stub(*args, **kwargs):
     raise NotImplementedError("your code here")
 
 
-# --- Exercise 5.1: train op that runs the update ops -------------------------------------------
+# ---- 5.1: train_op_with_updates(loss, optimizer, graph, scope) --------------------------------
 
-def train_op_solution(loss, optimizer, graph):
-    update_ops = graph.get_collection(tf1.GraphKeys.UPDATE_OPS)
+def train_op(loss, optimizer, graph, scope):
+    update_ops = graph.get_collection(tf1.GraphKeys.UPDATE_OPS, scope)
     with graph.control_dependencies(update_ops):
         return optimizer.minimize(loss)
 
 
-def train_op_grouped(loss, optimizer, graph):
-    return tf.group(optimizer.minimize(loss), *graph.get_collection(tf1.GraphKeys.UPDATE_OPS))
+def train_op_group(loss, optimizer, graph, scope):
+    return tf.group(optimizer.minimize(loss), *tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, scope))
 
 
-def train_op_minimize_only(loss, optimizer, graph):
-    return optimizer.minimize(loss)
+def train_op_filter(loss, optimizer, graph, scope):
+    mine = [op for op in graph.get_collection(tf1.GraphKeys.UPDATE_OPS)
+            if op.name.startswith(scope + "/")]
+    with tf.control_dependencies(mine):
+        step = optimizer.minimize(loss)
+    return step
 
 
-def train_op_built_before_block(loss, optimizer, graph):
-    train_op = optimizer.minimize(loss)
-    with tf.control_dependencies(graph.get_collection(tf1.GraphKeys.UPDATE_OPS)):
-        pass
-    return train_op
+def train_op_with(form):
+    def fn(loss, optimizer, graph, scope):
+        scoped = graph.get_collection(tf1.GraphKeys.UPDATE_OPS, scope)
+        every = graph.get_collection(tf1.GraphKeys.UPDATE_OPS)
+        if form == "none":
+            return optimizer.minimize(loss)
+        if form == "before":
+            step = optimizer.minimize(loss)
+            with graph.control_dependencies(scoped):
+                return step
+        if form == "all":
+            with graph.control_dependencies(every):
+                return optimizer.minimize(loss)
+        if form == "updates_only":
+            return tf.group(*scoped)
+        if form == "first":
+            with graph.control_dependencies(scoped[:1]):
+                return optimizer.minimize(loss)
+        if form == "hard_scope":
+            with graph.control_dependencies(graph.get_collection(tf1.GraphKeys.UPDATE_OPS,
+                                                                 "model")):
+                return optimizer.minimize(loss)
+        if form == "own_optimizer":
+            with graph.control_dependencies(scoped):
+                return tf1.train.GradientDescentOptimizer(0.05).minimize(loss)
+        if form == "list":
+            return [optimizer.minimize(loss), *scoped]
+        if form == "session":
+            return np.float32(0.0)
+        if form == "new_graph":
+            with tf.Graph().as_default():
+                return tf.no_op()
+        raise AssertionError(form)
+    return fn
 
 
-def train_op_updates_only(loss, optimizer, graph):
-    return tf.group(*graph.get_collection(tf1.GraphKeys.UPDATE_OPS))
+def train_op_twice(loss, optimizer, graph, scope):
+    from bnbook.checks.ch05 import _twice
+    return _twice(loss, optimizer, graph, scope)
 
 
-def train_op_as_list(loss, optimizer, graph):
-    return [optimizer.minimize(loss), graph.get_collection(tf1.GraphKeys.UPDATE_OPS)]
+RIGHT_5_1 = [train_op, train_op_group, train_op_filter]
+WRONG_5_1 = [
+    (train_op_with("none"), "Update ops not run"),
+    (train_op_with("before"), "Update ops not run"),
+    (train_op_with("all"), "also ran the other model's update ops"),
+    (train_op_with("updates_only"), "The weights did not change"),
+    (train_op_with("first"), "Only the first update op ran"),
+    (train_op_with("hard_scope"), r"In case 2 of 3.*|Update ops not run"),
+    (train_op_with("own_optimizer"), r"In case 2 of 3 .*changes scope, .*optimizer.*" + LOCATED),
+    (train_op_with("list"), "is a Python list, not a single op"),
+    (train_op_with("session"), "value, not a graph op"),
+    (train_op_with("new_graph"), "belongs to another graph"),
+    (train_op_twice, "moved twice per step"),
+]
 
 
-def train_op_none(loss, optimizer, graph):
-    optimizer.minimize(loss)
+# ---- 5.2: batch_norm_switch(x, is_training, decay, epsilon, name) -----------------------------
+
+def switch(x, is_training, decay=0.99, epsilon=1e-3, name="bn"):
+    gamma, beta, moving_mean, moving_variance = bn_variables(x.shape[-1], name)
+    batch_mean, batch_variance = tf.nn.moments(x, axes=[0])
+
+    def training_branch():
+        update_mean = tf1.assign_sub(moving_mean, (moving_mean - batch_mean) * (1 - decay))
+        update_variance = tf1.assign_sub(moving_variance,
+                                         (moving_variance - batch_variance) * (1 - decay))
+        with tf.control_dependencies([update_mean, update_variance]):
+            return tf.identity(batch_mean), tf.identity(batch_variance)
+
+    mean, variance = tf.cond(is_training, training_branch,
+                             lambda: (tf.identity(moving_mean), tf.identity(moving_variance)))
+    return tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
 
 
-def train_op_number(loss, optimizer, graph):
-    return 0.0
+def switch_moments_inside(x, is_training, decay=0.99, epsilon=1e-3, name="bn"):
+    gamma, beta, moving_mean, moving_variance = bn_variables(x.shape[-1], name)
+
+    def training_branch():
+        mean, variance = tf.nn.moments(x, axes=[0])
+        updates = [moving_mean.assign(decay * moving_mean + (1 - decay) * mean),
+                   moving_variance.assign(decay * moving_variance + (1 - decay) * variance)]
+        with tf.control_dependencies(updates):
+            return mean + 0.0, variance + 0.0
+
+    mean, variance = tf.cond(is_training, training_branch,
+                             lambda: (moving_mean.read_value(), moving_variance.read_value()))
+    return gamma * (x - mean) / tf.sqrt(variance + epsilon) + beta
 
 
-def train_op_other_graph(loss, optimizer, graph):
-    with tf.Graph().as_default():
-        return tf.no_op()
-
-
-EAGER_TENSOR = tf.constant(1.0)  # created at import time, outside any graph: eager
-
-
-def train_op_eager_tensor(loss, optimizer, graph):
-    return EAGER_TENSOR
-
-
-def train_op_numpy(loss, optimizer, graph):
-    return np.zeros(3, np.float32)
-
-
-def train_op_crashes(loss, optimizer, graph):
-    return optimizer.minimize(loss, var_list=[])
-
-
-@pytest.mark.parametrize("solution", [train_op_solution, train_op_grouped])
-def test_train_op_accepts_solutions(solution, capsys):
-    check.train_op_with_updates(solution)
-    assert capsys.readouterr().out.startswith("✓ Exercise 5.1 passed")
-
-
-def test_train_op_stub_is_not_done(capsys):
-    assert check.train_op_with_updates(stub) is None
-    assert "Exercise 5.1 is not done yet" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("answer, message", [
-    (train_op_minimize_only, r"Update ops not run: after 3 training steps the moving mean is still"),
-    (train_op_built_before_block, r"Update ops not run.*\nHint: .*outside\) a `with tf.control"),
-    (train_op_updates_only, r"weights did not change"),
-    (train_op_as_list, r"Python list, not a single op"),
-    (train_op_none, r"is None"),
-    (train_op_number, r"float value, not a graph op"),
-    (train_op_other_graph, r"belongs to another graph"),
-    (train_op_eager_tensor, r"belongs to another graph \(or is an eager tensor\)"),
-    (train_op_numpy, r"ndarray value, not a graph op"),
-    (train_op_crashes, r"your function raised ValueError"),
-    (np.zeros(3), r"Expected a function"),
-])
-def test_train_op_names_the_mistake(answer, message):
-    with pytest.raises(ExerciseMistake, match=r"Exercise 5\.1: [^\n]*" + message):
-        check.train_op_with_updates(answer)
-
-
-# --- Exercise 5.2: updates only in the training branch ------------------------------------------
-
-def ema_update(variable, value, decay):
-    return tf1.assign_sub(variable, (variable - value) * (1 - decay))
-
-
-def make_switch(*, update="train_branch", train_stats="batch", eval_stats="moving", decay_swapped=False,
-                affine=True, epsilon_used=True, update_variance=True, python_if=False, dtype=None):
-    """Build one version of batch_norm_switch: the solution by default, a known mistake otherwise."""
-
-    def batch_norm_switch(x, is_training, decay=0.99, epsilon=1e-3, name="bn"):
+def switch_with(form="right", decay_fixed=None, eps_fixed=None):
+    def fn(x, is_training, decay=0.99, epsilon=1e-3, name="bn"):
+        decay = decay if decay_fixed is None else decay_fixed
+        epsilon = epsilon if eps_fixed is None else eps_fixed
         gamma, beta, moving_mean, moving_variance = bn_variables(x.shape[-1], name)
         batch_mean, batch_variance = tf.nn.moments(x, axes=[0])
-        rate = 1 - decay if not decay_swapped else decay
+        if form == "python_if":
+            if is_training:
+                pass
 
-        def updates():
-            ops = [tf1.assign_sub(moving_mean, (moving_mean - batch_mean) * rate)]
-            if update_variance:
-                ops.append(tf1.assign_sub(moving_variance, (moving_variance - batch_variance) * rate))
-            return ops
+        def updates(var_for_update=batch_variance):
+            if form == "swapped":
+                return [moving_mean.assign(decay * batch_mean + (1 - decay) * moving_mean),
+                        moving_variance.assign(decay * var_for_update + (1 - decay) * moving_variance)]
+            if form == "mean_only":
+                return [tf1.assign_sub(moving_mean, (moving_mean - batch_mean) * (1 - decay))]
+            return [tf1.assign_sub(moving_mean, (moving_mean - batch_mean) * (1 - decay)),
+                    tf1.assign_sub(moving_variance,
+                                   (moving_variance - var_for_update) * (1 - decay))]
 
-        outside_ops = updates() if update in ("outside_cond", "never", "outside_deps") else []
-        stats = {"batch": (batch_mean, batch_variance), "moving": (moving_mean, moving_variance)}
-
-        def training_branch():
-            mean, variance = stats[train_stats]
-            deps = updates() if update == "train_branch" else []
-            deps += outside_ops if update == "outside_cond" else []
-            with tf.control_dependencies(deps):
-                return tf.identity(mean), tf.identity(variance)
-
-        def inference_branch():
-            mean, variance = stats[eval_stats]
-            return tf.identity(mean), tf.identity(variance)
-
-        if python_if:
-            mean, variance = training_branch() if is_training else inference_branch()
-        elif update == "outside_deps":
-            with tf.control_dependencies(outside_ops):
-                mean, variance = tf.cond(is_training, training_branch, inference_branch)
+        if form == "outside":
+            ops = updates()
+            with tf.control_dependencies(ops):
+                mean, variance = tf.cond(is_training, lambda: (batch_mean + 0, batch_variance + 0),
+                                         lambda: (moving_mean + 0, moving_variance + 0))
+        elif form == "update_ops":
+            for op in updates():
+                tf1.add_to_collection(tf1.GraphKeys.UPDATE_OPS, op)
+            mean, variance = tf.cond(is_training, lambda: (batch_mean, batch_variance),
+                                     lambda: (tf.identity(moving_mean), tf.identity(moving_variance)))
         else:
+            def training_branch():
+                n = tf.cast(tf.shape(x)[0], tf.float32)
+                ops = updates(batch_variance * n / (n - 1) if form == "unbiased" else batch_variance)
+                with tf.control_dependencies(ops):
+                    if form == "no_identity":
+                        return batch_mean, batch_variance
+                    if form == "moving_in_training":
+                        return tf.identity(moving_mean), tf.identity(moving_variance)
+                    return tf.identity(batch_mean), tf.identity(batch_variance)
+
+            def inference_branch():
+                if form == "batch_at_inference":
+                    return tf.identity(batch_mean), tf.identity(batch_variance)
+                return tf.identity(moving_mean), tf.identity(moving_variance)
+
             mean, variance = tf.cond(is_training, training_branch, inference_branch)
-        scale, offset = (gamma, beta) if affine else (None, None)
-        out = tf.nn.batch_normalization(x, mean, variance, offset, scale,
-                                        epsilon if epsilon_used else 0.0)
-        return tf.cast(out, dtype) if dtype else out
-
-    return batch_norm_switch
-
-
-def test_switch_accepts_solution(capsys):
-    check.batch_norm_switch(make_switch())
-    assert capsys.readouterr().out.startswith("✓ Exercise 5.2 passed")
+        if form == "no_scale":
+            return tf.nn.batch_normalization(x, mean, variance, None, None, epsilon)
+        if form == "op":
+            return tf.group(tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon))
+        return tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
+    return fn
 
 
-def test_switch_stub_is_not_done(capsys):
-    assert check.batch_norm_switch(stub) is None
-    assert "Exercise 5.2 is not done yet" in capsys.readouterr().out
+RIGHT_5_2 = [switch, switch_moments_inside]
+WRONG_5_2 = [
+    (switch_with("no_identity"), r"Update ops not run.*\nHint: what true_fn returns must be "
+                                 r"created INSIDE"),
+    (switch_with("update_ops"), r"Update ops not run.*put them into UPDATE_OPS"),
+    (switch_with("outside"), "Updates run at inference"),
+    (switch_with("swapped"), "decay is used the wrong way round"),
+    (switch_with("mean_only"), "Only the moving mean was updated"),
+    (switch_with("moving_in_training"), "normalises with the freshly updated moving"),
+    (switch_with("batch_at_inference"), "In inference mode your layer normalises with the batch"),
+    (switch_with("no_scale"), "ignores gamma and beta"),
+    (switch_with("unbiased"), "unbiased batch"),
+    (switch_with(decay_fixed=0.99), "decay 0.99 \\(the default\\)"),
+    (switch_with(eps_fixed=1e-3), "epsilon 1e-3 \\(the default\\)"),
+    (switch_with("python_if"), "A Python `if` on the is_training placeholder"),
+    (switch_with("op"), "is an op, not the normalised tensor"),
+    (switch_with(decay_fixed=0.5), r"In case 1 of 3 .*" + LOCATED),
+]
 
 
-def switch_returns_list(x, is_training, decay=0.99, epsilon=1e-3, name="bn"):
-    bn_variables(x.shape[-1], name)
-    return [x]
+# ---- 5.3: inference_saver(graph, optimizer) ---------------------------------------------------
+
+def saver(graph, optimizer):
+    optimizer_variables = optimizer.variables()
+    return tf1.train.Saver(var_list=[v for v in tf1.global_variables()
+                                     if v not in optimizer_variables])
 
 
-def switch_returns_op(x, is_training, decay=0.99, epsilon=1e-3, name="bn"):
-    bn_variables(x.shape[-1], name)
-    return tf.no_op()
+def saver_by_name(graph, optimizer):
+    slots = {v.op.name for v in optimizer.variables()}
+    return tf1.train.Saver({v.op.name: v for v in graph.get_collection(
+        tf1.GraphKeys.GLOBAL_VARIABLES) if v.op.name not in slots})
 
 
-def switch_without_variables(x, is_training, decay=0.99, epsilon=1e-3, name="bn"):
-    return tf.identity(x)
+def saver_model_variables(graph, optimizer):
+    moving = [v for v in tf1.global_variables() if "moving_" in v.op.name]
+    return tf1.train.Saver(var_list=tf1.trainable_variables() + moving)
 
 
-def switch_untied_assigns(x, is_training, decay=0.99, epsilon=1e-3, name="bn"):
-    # Assign ops created in the training branch, but nothing returned depends on them.
-    gamma, beta, moving_mean, moving_variance = bn_variables(x.shape[-1], name)
-    batch_mean, batch_variance = tf.nn.moments(x, axes=[0])
-
-    def training_branch():
-        ema_update(moving_mean, batch_mean, decay)
-        ema_update(moving_variance, batch_variance, decay)
-        return batch_mean, batch_variance
-
-    mean, variance = tf.cond(is_training, training_branch,
-                             lambda: (tf.identity(moving_mean), tf.identity(moving_variance)))
-    return tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
-
-
-def switch_without_identity(x, is_training, decay=0.99, epsilon=1e-3, name="bn"):
-    # control_dependencies in the branch, but it returns tensors created before the block.
-    gamma, beta, moving_mean, moving_variance = bn_variables(x.shape[-1], name)
-    batch_mean, batch_variance = tf.nn.moments(x, axes=[0])
-
-    def training_branch():
-        updates = [ema_update(moving_mean, batch_mean, decay),
-                   ema_update(moving_variance, batch_variance, decay)]
-        with tf.control_dependencies(updates):
-            return batch_mean, batch_variance
-
-    mean, variance = tf.cond(is_training, training_branch,
-                             lambda: (tf.identity(moving_mean), tf.identity(moving_variance)))
-    return tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
+def saver_with(form):
+    def fn(graph, optimizer):
+        every = tf1.global_variables()
+        return {
+            "all": lambda: tf1.train.Saver(),
+            "trainable": lambda: tf1.train.Saver(var_list=tf1.trainable_variables()),
+            "first_six": lambda: tf1.train.Saver(var_list=every[:6]),
+            "no_w_out": lambda: tf1.train.Saver(var_list=[v for v in every if "moving" in v.op.name
+                                                         or "bn" in v.op.name]),
+            "momentum_only": lambda: tf1.train.Saver(var_list=[v for v in every
+                                                              if "Momentum" not in v.op.name]),
+            "new_graph": lambda: _other_graph_saver(),
+            "none": lambda: None,
+            "list": lambda: every,
+        }[form]()
+    return fn
 
 
-@pytest.mark.parametrize("answer, message", [
-    (switch_untied_assigns, r"Update ops not run: after a training step the moving mean is unchanged"),
-    (switch_without_identity, r"Update ops not run"),
-    (make_switch(update="never"), r"Update ops not run: after a training step the moving mean is unchanged"),
-    (make_switch(update="outside_deps"),
-     r"Updates run at inference: the moving mean changed when evaluating"),
-    (make_switch(update="outside_cond"), r"Updates run at inference"),
-    (make_switch(python_if=True), r"A Python `if` on the is_training placeholder"),
-    (make_switch(eval_stats="batch"), r"In inference mode your layer normalises with the batch statistics"),
-    (make_switch(train_stats="moving"), r"In training mode your layer normalises with the moving statistics"),
-    (make_switch(decay_swapped=True), r"The decay is used the wrong way round"),
-    (make_switch(affine=False), r"Your output ignores gamma and beta"),
-    (make_switch(epsilon_used=False), r"contains NaN or infinity"),
-    (make_switch(update_variance=False), r"not one moving-average update"),
-    (make_switch(dtype=tf.float64), r"dtype float64"),
-    (switch_returns_list, r"Python list"),
-    (switch_returns_op, r"an op, not the normalised tensor"),
-    (switch_without_variables, r"no variables named bn/moving_mean"),
-])
-def test_switch_names_the_mistake(answer, message):
-    with pytest.raises(ExerciseMistake, match=r"Exercise 5\.2: [^\n]*" + message):
-        check.batch_norm_switch(answer)
-
-
-# --- The lesson shows the package's layer: both copies must stay the same -----------------------
-
-@pytest.mark.parametrize("function", [tf1_demos.bn_variables, tf1_demos.batch_norm])
-def test_lesson_shows_the_package_code(function):
-    lesson = json.loads((ROOT / "notebooks" / "05_tf1_graphs.ipynb").read_text(encoding="utf-8"))
-    sources = ["".join(c["source"]) for c in lesson["cells"] if c["cell_type"] == "code"]
-    header = f"def {function.__name__}("
-    shown = [s for s in sources if s.startswith(header)]
-    assert shown == [inspect.getsource(function).rstrip("\n")], \
-        f"the lesson's cell defining {function.__name__} differs from bnbook/tf1_demos.py"
-
-
-# --- Exercise 5.3: a deployment checkpoint -------------------------------------------------------
-
-def saver_solution(graph, optimizer):
-    slots = optimizer.variables()
-    return tf1.train.Saver(var_list=[v for v in tf1.global_variables() if v not in slots])
-
-
-def saver_by_slot_names(graph, optimizer):
-    slots = [optimizer.get_slot(v, name) for v in tf1.trainable_variables()
-             for name in optimizer.get_slot_names()]
-    return tf1.train.Saver(var_list=[v for v in tf1.global_variables() if v not in slots])
-
-
-def saver_trainable_only(graph, optimizer):
-    return tf1.train.Saver(var_list=tf1.trainable_variables())
-
-
-def saver_everything(graph, optimizer):
-    return tf1.train.Saver()
-
-
-def saver_statistics_only(graph, optimizer):
-    return tf1.train.Saver(var_list=[v for v in tf1.global_variables() if "moving" in v.op.name])
-
-
-def saver_var_list_returned(graph, optimizer):
-    return tf1.trainable_variables()
-
-
-def saver_none(graph, optimizer):
-    tf1.train.Saver()
-
-
-def saver_of_another_graph(graph, optimizer):
+def _other_graph_saver():
     with tf.Graph().as_default():
-        return tf1.train.Saver(var_list=[tf1.Variable(1.0, name="stray")])
+        tf1.Variable(1.0)
+        return tf1.train.Saver()
 
 
-@pytest.mark.parametrize("solution", [saver_solution, saver_by_slot_names])
-def test_saver_accepts_solutions(solution, capsys):
-    check.inference_saver(solution)
-    assert capsys.readouterr().out.startswith("✓ Exercise 5.3 passed")
+RIGHT_5_3 = [saver, saver_by_name, saver_model_variables]
+WRONG_5_3 = [
+    (saver_with("all"), "holds every global variable, the optimizer's slot variables included"),
+    (saver_with("trainable"), "trainable variables only: the moving statistics are missing"),
+    (saver_with("first_six"), r"In case 2 of 3 .*lacks .* variable"),
+    (saver_with("no_w_out"), r"In case 1 of 3 .*lacks 2 variable\(s\)"),
+    (saver_with("momentum_only"), r"In case 2 of 3 .*holds .* optimizer variable"),
+    (saver_with("new_graph"), "saving with your Saver raised"),
+    (saver_with("none"), "Your result is None"),
+    (saver_with("list"), "is a list, not a Saver"),
+]
 
 
-def test_saver_stub_is_not_done(capsys):
-    assert check.inference_saver(stub) is None
-    assert "Exercise 5.3 is not done yet" in capsys.readouterr().out
+# ---- the tests --------------------------------------------------------------------------------
+
+CHECKS = {"5.1": (check.train_op_with_updates, RIGHT_5_1, WRONG_5_1),
+          "5.2": (check.batch_norm_switch, RIGHT_5_2, WRONG_5_2),
+          "5.3": (check.inference_saver, RIGHT_5_3, WRONG_5_3)}
+RIGHT = [(label, fn) for label, (_, right, _) in CHECKS.items() for fn in right]
+WRONG = [(label, fn, message) for label, (_, _, wrong) in CHECKS.items() for fn, message in wrong]
 
 
-@pytest.mark.parametrize("answer, message", [
-    (saver_trainable_only, r"The moving statistics are not in your checkpoint"),
-    (saver_everything, r"also holds the optimizer's slot variables"),
-    (saver_statistics_only, r"lacks variables inference reads: \['bn/beta', 'bn/gamma', 'w_in', 'w_out'\]"),
-    (saver_var_list_returned, r"Your result is a list, not a Saver"),
-    (saver_none, r"Your result is None"),
-    (saver_of_another_graph, r"Saving with your Saver raised"),
-])
-def test_saver_names_the_mistake(answer, message):
-    with pytest.raises(ExerciseMistake, match=r"Exercise 5\.3: [^\n]*" + message):
-        check.inference_saver(answer)
+@pytest.mark.parametrize("label", CHECKS)
+def test_stub_is_not_done(label, capsys):
+    assert CHECKS[label][0](stub) is None
+    assert f"Exercise {label} is not done yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("label, fn", RIGHT, ids=[f"{lab}-{fn.__name__}" for lab, fn in RIGHT])
+def test_right_answers_pass(label, fn, capsys):
+    CHECKS[label][0](fn)
+    assert capsys.readouterr().out.startswith(f"✓ Exercise {label} passed")
+
+
+@pytest.mark.parametrize("label, fn, message", WRONG,
+                         ids=[f"{lab}-{i}" for i, (lab, _, _) in enumerate(WRONG)])
+def test_wrong_answers_are_rejected_with_their_message(label, fn, message):
+    with pytest.raises(ExerciseMistake, match=message) as info:
+        CHECKS[label][0](fn)
+    text = str(info.value)
+    assert text.startswith(f"Exercise {label}: ")
+    assert "function_node" not in text and "Traceback" not in text

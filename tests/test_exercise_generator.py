@@ -1,11 +1,14 @@
 """The exercise notebooks are generated from the solutions: the generator's rules and staleness."""
 
 import re
+import sys
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from bnbook import exercises
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import make_exercises as exercises  # noqa: E402 - tools/ is not a package
 
 
 def notebook(*cells):
@@ -62,8 +65,33 @@ def test_every_solution_has_an_up_to_date_exercise_notebook():
             f"{target.name} is stale: run `make exercises`"
 
 
-LABEL = re.compile(r"^:label:\s*(\S+)", re.MULTILINE)
+LABEL = re.compile(r"^:label:\s*(\S+)", re.MULTILINE)  # the old MyST format (chapters 1-5 until converted)
 SOLUTION_START = re.compile(r"\{solution-start\}\s*(\S+)")
+TITLE = re.compile(r"^\*\*Exercise (\d+\.\d+): [^*\n]+\*\*\s*$", re.MULTILINE)
+
+
+def tags(cell):
+    return cell.metadata.get("tags", [])
+
+
+def label_of(cell):
+    """An exercise's label: cell metadata bnbook.label (plain format) or a MyST :label: line."""
+    label = cell.metadata.get("bnbook", {}).get("label")
+    if label:
+        return label
+    found = LABEL.search(cell.source) if cell.cell_type == "markdown" else None
+    return found.group(1) if found else None
+
+
+def is_solution_start(cell, label):
+    if "solution-start" in tags(cell):
+        return cell.metadata.get("bnbook", {}).get("label") == label
+    found = SOLUTION_START.search(cell.source or "")
+    return bool(found) and found.group(1) == label
+
+
+def is_solution_end(cell):
+    return "solution-end" in tags(cell) or "{solution-end}" in cell.source
 
 
 @pytest.mark.parametrize("solution", [s for s, _ in exercises.pairs()], ids=lambda p: p.name)
@@ -72,33 +100,41 @@ def test_each_exercise_has_solution_region_and_a_passing_stored_check(solution):
     and the stored output of that check cell says the solution passed."""
     cells = nbformat.read(solution, as_version=4).cells
     chapter = solution.name[:2]
-    statements = [i for i, c in enumerate(cells)
-                  if "exercise-statement" in c.metadata.get("tags", [])]
+    statements = [i for i, c in enumerate(cells) if "exercise-statement" in tags(c)]
     assert statements, f"{solution.name} has no exercise-statement cells"
     for position, i in enumerate(statements, start=1):
-        assert ":nonumber:" not in cells[i].source, \
-            f"{solution.name}, cell {i}: the book numbers exercises as the checks do"
-        label = LABEL.search(cells[i].source)
-        assert label and label.group(1).startswith(f"ex-{chapter}-"), \
-            f"{solution.name}, cell {i}: label must be ex-{chapter}-..."
-        assert "remove-cell" in cells[i].metadata.get("tags", [])
-        starts = [j for j in range(i + 1, len(cells))
-                  if SOLUTION_START.search(cells[j].source or "")
-                  and SOLUTION_START.search(cells[j].source).group(1) == label.group(1)]
-        assert starts, f"{solution.name}: no {{solution-start}} {label.group(1)}"
-        j = starts[0]
-        assert "solution-only" in cells[j].metadata.get("tags", [])
-        code = cells[j + 1]
-        assert code.cell_type == "code" and exercises.BEGIN in code.source, \
-            f"{solution.name}: the cell after solution-start {label.group(1)} has no solution region"
-        assert "{solution-end}" in cells[j + 2].source
-        check = cells[j + 3]
-        printed = "".join(o.get("text", "") for o in check.get("outputs", []))
-        assert check.cell_type == "code" and "check." in check.source, \
-            f"{solution.name}: no check cell after the solution of {label.group(1)}"
         # The book shows this exercise as "Exercise N.position" (book/_ext/bnbook_numbers.py):
         # the check must say the same number.
         number = f"{int(chapter)}.{position}"
+        assert ":nonumber:" not in cells[i].source, \
+            f"{solution.name}, cell {i}: the book numbers exercises as the checks do"
+        label = label_of(cells[i])
+        assert label and label.startswith(f"ex-{chapter}-"), \
+            f"{solution.name}, cell {i}: label (metadata bnbook.label) must be ex-{chapter}-..."
+        assert "remove-cell" in tags(cells[i])
+        if "bnbook" in cells[i].metadata:  # the plain format: the title line carries the number
+            title = TITLE.match(cells[i].source)
+            assert title and title.group(1) == number, \
+                f"{solution.name}, cell {i}: must start with '**Exercise {number}: Title**'"
+        starts = [j for j in range(i + 1, len(cells)) if is_solution_start(cells[j], label)]
+        assert starts, f"{solution.name}: no solution-start cell for {label}"
+        j = starts[0]
+        assert "solution-only" in tags(cells[j])
+        if "solution-start" in tags(cells[j]):
+            assert cells[j].source.strip() == f"**Solution to Exercise {number}**", \
+                f"{solution.name}, cell {j}: must say '**Solution to Exercise {number}**'"
+        code = cells[j + 1]
+        assert code.cell_type == "code" and exercises.BEGIN in code.source, \
+            f"{solution.name}: the cell after solution-start {label} has no solution region"
+        assert is_solution_end(cells[j + 2]) and "solution-only" in tags(cells[j + 2]), \
+            f"{solution.name}: no solution-end cell after the solution of {label}"
+        if "solution-end" in tags(cells[j + 2]):
+            assert cells[j + 2].source.strip(), \
+                f"{solution.name}, cell {j + 2}: a solution-end cell holds remarks (not empty)"
+        check = cells[j + 3]
+        printed = "".join(o.get("text", "") for o in check.get("outputs", []))
+        assert check.cell_type == "code" and "check." in check.source, \
+            f"{solution.name}: no check cell after the solution of {label}"
         assert f"✓ Exercise {number} passed" in printed, \
-            f"{solution.name}: the stored check of {label.group(1)} (Exercise {number} in the " \
+            f"{solution.name}: the stored check of {label} (Exercise {number} in the " \
             f"book) did not print '✓ Exercise {number} passed': {printed!r}"

@@ -14,7 +14,12 @@ MEMORY_ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
 MACHINE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.-]+/){2,}|site-packages|/work/|/root/|/home/|/tmp/")
 ALLOWED_TAGS = {"raises-exception", "exercise-statement", "solution-only", "remove-cell",
                 "remove-input", "remove-output", "hide-input", "hide-output", "hide-cell",
-                "skip-execution"}
+                "skip-execution", "nbval-ignore-output", "solution-start", "solution-end"}
+# A number in e-notation below 1e-6 is round-off (or a quantity that means "zero"): it depends on
+# the CPU's kernels, so it must not be printed. "< 1e-07" (a bound) is fine.
+E_NOTATION = re.compile(r"(?<![\w.])([-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+)(?![\w.])")
+BOUND_BEFORE = re.compile(r"(?:<|>|<=|>=|≤|≥)\s*$")
+NEGATIVE_ZERO = re.compile(r"(?<![\w.])-0\.?0*(?![\d.])")  # "-0.", "-0.000": a round-off's sign
 
 
 def cells(path):
@@ -29,6 +34,25 @@ def output_text(output):
     if output.get("output_type") == "error":
         text += output.get("ename", "") + output.get("evalue", "")
     return text
+
+
+def round_off_values(text):
+    """The numbers printed in e-notation with |value| < 1e-6 that are not a bound ("< 1e-07"),
+    and negative zeros ("-0.", "-0.000")."""
+    found = [match.group(0) for match in NEGATIVE_ZERO.finditer(text)]
+    for match in E_NOTATION.finditer(text):
+        if abs(float(match.group(1))) < 1e-6 and not BOUND_BEFORE.search(text[:match.start()]):
+            found.append(match.group(1))
+    return found
+
+
+def test_round_off_detector():
+    assert round_off_values("largest |gradient| of the bias: 1.2e-07") == ["1.2e-07"]
+    assert round_off_values("[ 3.1e-08 -2e-09  0.5 ]") == ["3.1e-08", "-2e-09"]
+    assert round_off_values("difference 0e+00") == ["0e+00"]
+    assert round_off_values("gradient < 1e-07: True; kernel 3.6e-01, lr 1e-3") == []
+    assert round_off_values("weight 2.7e-05, x1e-9, 5e-7b") == []
+    assert round_off_values("means [-0.  0.5 -0.000] and -0.05, -0.5, -0.01") == ["-0.", "-0.000"]
 
 
 def test_there_are_notebooks():
@@ -80,3 +104,17 @@ def test_exercise_notebooks_store_nothing(path):
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None
         assert "### BEGIN SOLUTION" not in "".join(cell["source"])
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=lambda p: p.name)
+def test_no_round_off_printed(path):
+    """Stored outputs (outside cells tagged nbval-ignore-output) print no round-off-level values:
+    show what they mean instead, e.g. "bias gradient < 1e-6: True" (CONTRIBUTING.md)."""
+    for index, cell in enumerate(cells(path)):
+        if cell["cell_type"] != "code" or "nbval-ignore-output" in cell.get("metadata", {}).get(
+                "tags", []):
+            continue
+        for output in cell["outputs"]:
+            found = round_off_values(output_text(output))
+            assert not found, (f"{path.name}, code cell {index} prints round-off-level values "
+                               f"{found[:5]}: print what they mean, e.g. '< 1e-6: True'")

@@ -6,6 +6,7 @@ otherwise idle machine: the numbers are wall-clock seconds on whatever this mach
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import subprocess
 import sys
@@ -15,15 +16,15 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-
-ROOT = Path(__file__).resolve().parent.parent
+from run_notebooks import QUIET_KERNEL
+from tasks import ROOT, strict_build
 
 
 def execute_copy(path: Path) -> float:
     notebook = nbformat.read(path, as_version=4)
     with tempfile.TemporaryDirectory() as tmp:
         client = NotebookClient(notebook, timeout=900, kernel_name="python3",
-                                resources={"metadata": {"path": tmp}})
+                                extra_arguments=QUIET_KERNEL, resources={"metadata": {"path": tmp}})
         start = time.perf_counter()
         client.execute()
         return time.perf_counter() - start
@@ -32,9 +33,8 @@ def execute_copy(path: Path) -> float:
 def build_book() -> float:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT),
-                        "--all", "-W", "-n", "--keep-going", "--path-output", tmp, "-q"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(strict_build(path_output=Path(tmp), quiet=True), check=True,
+                       stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - start
         shutil.rmtree(tmp, ignore_errors=True)
         return seconds
@@ -57,15 +57,41 @@ def main() -> int:
     print(f"| {'book build (strict, stored outputs)'.ljust(width)} | {book:7.1f} |")
     # Rendered-site check (issue 5): every toc page in headless Chromium, plus a JupyterLab session.
     print(f"| {'site check (tests/browser)'.ljust(width)} | {site_check():7.1f} |")
+    print_ratios()
     return 0
+
+
+# Modules that measure speed-ups of their own: each may define bench_ratios() -> [(label, ratio)].
+RATIO_MODULES = ("bnbook.backward", "bnbook.deploy")
+
+
+def print_ratios() -> None:
+    """One table of the ratios that the modules in RATIO_MODULES report (those that exist)."""
+    rows = []
+    for name in RATIO_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise  # the module exists but cannot import what it needs
+            continue
+        if hasattr(module, "bench_ratios"):
+            rows += [(f"{name}: {label}", ratio) for label, ratio in module.bench_ratios()]
+    if not rows:
+        return
+    width = max(len(label) for label, _ in rows)
+    print()
+    print(f"| {'ratio'.ljust(width)} |   value |")
+    print(f"| {'-' * width} | ------: |")
+    for label, ratio in rows:
+        print(f"| {label.ljust(width)} | {ratio:7.2f} |")
 
 
 def site_check() -> float:
     """Seconds for `pytest tests/browser` on a fresh strict build (the build is not timed here)."""
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT),
-                        "--all", "-W", "-n", "--keep-going", "--path-output", tmp, "-q"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(strict_build(path_output=Path(tmp), quiet=True), check=True,
+                       stdout=subprocess.DEVNULL)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                         "tests/browser", f"--html-dir={tmp}/_build/html"],

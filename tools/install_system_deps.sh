@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the browser tests need: Debian's Chromium (driven by Playwright's Python package
-# with executable_path=/usr/bin/chromium; we never run `playwright install`, which downloads a
-# browser build of its own). Called by `make browser-deps` when /usr/bin/chromium is missing.
+# with executable_path=/usr/bin/chromium; the tests never run `playwright install`, which downloads
+# a browser build of its own). Called by `make browser-deps` when /usr/bin/chromium is missing and
+# BNBOOK_BROWSER is not set (on other systems set BNBOOK_BROWSER: see tools/sitecheck.py).
 set -euo pipefail
 if [ -x /usr/bin/chromium ]; then
   exit 0

@@ -16,11 +16,16 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+# The kernel's own log (e.g. "Kernel is running over TCP without encryption", on a loopback
+# connection) is not the notebook's output: show only its errors. Used by tools/bench.py too.
+QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
+
 
 def run(path: Path, timeout: int = 600) -> float:
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                            record_timing=False, resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
+                            extra_arguments=QUIET_KERNEL,
+                            resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start

@@ -1,10 +1,10 @@
 """Checkers for chapter 1, the batch-normalizing transform by hand.
 
-Each checker runs the learner's function on small synthetic data built so that every known mistake
-gives a different answer: the variances are far from 1 and some are small, so that ``eps = 0.1``
-matters; ``gamma`` differs from ``beta``; and no two axes have the same length, so reducing over
-the wrong axes changes the shape of the statistics. Each mistake is recognised by computing the
-wrong variant and comparing.
+Every checker runs three or four cases that differ in every size (batch, channels, height, width,
+features) and in epsilon, so that no hard-coded number passes. Within a case no two axes have the
+same length (except where a case is built to catch one broadcasting mistake), the variances are far
+from 1 and some are small, so that each mistake with epsilon or the axes gives a different answer.
+The known-wrong variants are computed in float64 and matched with :func:`._core.match`.
 """
 
 from __future__ import annotations
@@ -13,382 +13,100 @@ import re
 
 import numpy as np
 
-from ._core import ExerciseMistake, as_array, call, checker, expect_shape
+from ._core import ExerciseMistake, Wrong, call, cases, checker, match
 
-EPS = 0.1  # large on purpose: forgetting epsilon, or putting it in the wrong place, shows
-ATOL = 1e-4  # float32 results against float64 references
 COMMON_EPSILONS = (0.0, 1e-3, 1e-5)  # what a learner types when they ignore the `eps` argument
-IMAGE_AXES = (0, 1, 2)
-# What normalising an NHWC batch over other axes gives, for the messages.
-_AXES_MEANING = {
-    (0,): "one mean per pixel position and channel, as if each pixel were a dense feature",
-    (1, 2): "one mean per image and channel: each image on its own (that is instance "
-            "normalisation), not shared across the batch",
-    (1, 2, 3): "one mean per image (that is layer normalisation)",
-    (3,): "one mean per pixel of each image, averaged across the channels",
-    (0, 1, 2, 3): "a single mean for the whole batch, channels mixed together",
-}
 
 
 # ---------------------------------------------------------------------------------------------
-# Test data (fixed, so that every learner sees the same messages)
+# The transform and its known-wrong variants, in float64
 # ---------------------------------------------------------------------------------------------
 
-def dense_batch():
-    """x of shape (6, 4): 6 examples, 4 features with different means and small or large spreads."""
-    rng = np.random.default_rng(1)
-    scale = np.array([0.3, 2.0, 0.5, 4.0])
-    shift = np.array([1.0, -3.0, 5.0, 0.5])
-    x = (rng.standard_normal((6, 4)) * scale + shift).astype(np.float32)
-    gamma = np.array([1.5, 0.5, 2.0, 0.8], np.float32)
-    beta = np.array([-1.0, 0.25, 3.0, -0.5], np.float32)
-    return x, gamma, beta
+def _along(values, ndim: int, axis: int):
+    """A per-feature vector shaped to broadcast along ``axis`` of an ``ndim``-dimensional array."""
+    shape = [1] * ndim
+    shape[axis] = -1
+    return np.reshape(np.asarray(values, np.float64), shape)
 
 
-def image_batch():
-    """NHWC images of shape (4, 3, 5, 2): 4 images, 3 x 5 pixels, 2 channels, with gamma, beta."""
-    rng = np.random.default_rng(2)
-    scale = np.array([0.4, 3.0])
-    shift = np.array([2.0, -1.0])
-    images = (rng.standard_normal((4, 3, 5, 2)) * scale + shift).astype(np.float32)
-    gamma = np.array([1.5, 0.6], np.float32)
-    beta = np.array([-0.5, 2.0], np.float32)
-    return images, gamma, beta
-
-
-# ---------------------------------------------------------------------------------------------
-# References: the transform and its known-wrong variants, in float64
-# ---------------------------------------------------------------------------------------------
-
-def _moments(x, axes, ddof=0):
+def reference(x, gamma, beta, eps, axis=-1, stats_axes=None, ddof=0):
+    """The transform of ``x`` with one gamma/beta per index of ``axis`` (the feature axis), the
+    statistics taken over ``stats_axes`` (default: every other axis), in float64."""
     x = np.asarray(x, np.float64)
-    axes = None if axes is None else tuple(axes)
-    return x.mean(axis=axes, keepdims=True), x.var(axis=axes, ddof=ddof, keepdims=True)
+    axis = axis % x.ndim
+    if stats_axes is None:
+        stats_axes = tuple(i for i in range(x.ndim) if i != axis)
+    mean = x.mean(axis=stats_axes, keepdims=True)
+    var = x.var(axis=stats_axes, ddof=ddof, keepdims=True)
+    with np.errstate(all="ignore"):  # variants with epsilon 0 divide 0 by 0 on a constant channel
+        return _along(gamma, x.ndim, axis) * (x - mean) / np.sqrt(var + eps) + \
+            _along(beta, x.ndim, axis)
 
 
-def reference(x, gamma, beta, eps, axes=(0,)):
-    """The batch-normalizing transform, in float64."""
-    mean, var = _moments(x, axes)
-    return gamma * (x - mean) / np.sqrt(var + eps) + beta
-
-
-def transform_variants(x, gamma, beta, eps, axes=(0,)):
-    """Known-wrong versions of the transform: {key: output}.
-
-    A key is a mistake's name, or ("eps", value) for a fixed epsilon used instead of ``eps``, or
-    ("axes", axes) for statistics taken over the wrong axes (None: over everything).
-    """
+def _transform_variants(x, gamma, beta, eps, axis, messages):
+    """Known-wrong transforms (right axes) as Wrong entries, in the order they are tried."""
     x = np.asarray(x, np.float64)
-    mean, var = _moments(x, axes)
+    axis = axis % x.ndim
+    axes = tuple(i for i in range(x.ndim) if i != axis)
+    g, b = _along(gamma, x.ndim, axis), _along(beta, x.ndim, axis)
+    mean = x.mean(axis=axes, keepdims=True)
+    var = x.var(axis=axes, keepdims=True)
+    unbiased = x.var(axis=axes, ddof=1, keepdims=True)
     std = np.sqrt(var)
     x_hat = (x - mean) / np.sqrt(var + eps)
-    variants = {
-        "no_sqrt": gamma * (x - mean) / (var + eps) + beta,
-        "std_plus_eps": gamma * (x - mean) / (std + eps) + beta,
-        "sqrt_twice": gamma * (x - mean) / np.sqrt(std + eps) + beta,
-        "unbiased": gamma * (x - mean) / np.sqrt(_moments(x, axes, ddof=1)[1] + eps) + beta,
-        # x.std(ddof=1) with no epsilon: two mistakes at once, common enough to name
-        "unbiased_no_eps": gamma * (x - mean) / np.sqrt(_moments(x, axes, ddof=1)[1]) + beta,
-        "swapped": beta * x_hat + gamma,
-        "no_scale_shift": x_hat,
-        "not_centred": gamma * x / np.sqrt(var + eps) + beta,
-        "shift_then_scale": gamma * (x_hat + beta),
-    }
-    for other in COMMON_EPSILONS:
-        variants["eps", other] = reference(x, gamma, beta, other, axes)
-    wrong_axes = [None, (1,)] if x.ndim == 2 else [None, (0,), (1, 2), (1, 2, 3), (3,)]
-    for wrong in wrong_axes:
-        variants["axes", wrong] = reference(x, gamma, beta, eps, wrong)
-    return variants
+    with np.errstate(all="ignore"):
+        out = _wrong_forms(x, g, b, mean, var, unbiased, std, x_hat, eps)
+    wrong = [Wrong(value, *messages[key]) for key, value in out.items()]
+    wrong += [Wrong(reference(x, gamma, beta, other, axis), *messages["eps"])
+              for other in COMMON_EPSILONS]
+    return wrong
 
 
-def _axes_mistake(axes, ndim):
-    """(mistake, hint) for statistics taken over ``axes`` instead of the right ones."""
-    if ndim == 2:
-        hint = ("each feature is normalised with the mean and variance of that feature over the "
-                "examples of the batch; check the axis you reduce over.")
-        if axes is None:
-            return ("Wrong axis: you took one mean and one variance over the whole batch (no "
-                    "axis), not one per feature.", hint)
-        return ("Wrong axis: you normalised each example across its features (axis 1), not each "
-                "feature across the examples of the batch.", hint)
-    hint = ("batch norm for images keeps one mean and one variance per channel, shared by every "
-            "image in the batch and every pixel position.")
-    axes = tuple(range(ndim)) if axes is None else axes
-    return (f"Wrong axes: you normalised over axes {list(axes)}, which gives "
-            f"{_AXES_MEANING[axes]}.", hint)
-
-
-def _close(a, b):
-    return np.shape(a) == np.shape(b) and np.allclose(a, b, rtol=0, atol=ATOL)
-
-
-def _mistake_messages(eps_name: str = "eps"):
-    """{mistake: (message, hint)} for the transform. eps_name: what the epsilon is called."""
+def _wrong_forms(x, g, b, mean, var, unbiased, std, x_hat, eps):
     return {
-        "no_sqrt": ("You divided by the variance plus epsilon, not by its square root.",
-                    "x - mean is in the units of x; divide it by something in the same units."),
-        "std_plus_eps": ("You added epsilon to the standard deviation instead of to the variance.",
-                         "epsilon goes inside the square root, next to the variance."),
-        "sqrt_twice": ("You took the square root twice: a standard deviation went where the "
-                       "variance belongs.",
-                       "the formula takes the square root of (variance + epsilon) once; make sure "
-                       "what you put under it is the variance, not the standard deviation."),
-        "unbiased": ("You used the unbiased variance (divided by n - 1).",
-                     "batch norm uses the biased variance of the mini-batch: divide by n "
-                     "(np.var's default ddof=0, tf.math.reduce_variance, tf.nn.moments)."),
-        "unbiased_no_eps": ("Two mistakes: you used the unbiased variance (divided by n - 1) and "
-                            "forgot epsilon.",
-                            "divide by n (np.var's default ddof=0) and add epsilon to the variance "
-                            "inside the square root."),
-        "swapped": ("gamma and beta are swapped: you scaled by beta and shifted by gamma.",
-                    "gamma is the scale (it multiplies), beta is the shift (it is added)."),
-        "no_scale_shift": ("You returned the normalised values without the scale and shift.",
-                           "the last step multiplies by gamma and adds beta."),
-        "not_centred": ("You did not subtract the mean before dividing.",
-                        "the normalised value is (x - mean) / sqrt(variance + epsilon)."),
-        "shift_then_scale": ("You added beta before multiplying by gamma.",
-                             "scale first, then shift: the output's mean should be beta."),
-        "eps": (f"Forgot epsilon: you did not use the `{eps_name}` argument (your result matches "
-                "no epsilon, or a fixed one).",
-                f"use the `{eps_name}` the function is given, inside the square root; without it "
-                "a constant feature divides 0 by 0."),
+        "no_sqrt": g * (x - mean) / (var + eps) + b,
+        "std_plus_eps": g * (x - mean) / (std + eps) + b,
+        "sqrt_twice": g * (x - mean) / np.sqrt(std + eps) + b,
+        "unbiased": g * (x - mean) / np.sqrt(unbiased + eps) + b,
+        "unbiased_no_eps": g * (x - mean) / np.sqrt(unbiased) + b,
+        "swapped": b * x_hat + g,
+        "no_scale_shift": x_hat,
+        "not_centred": g * x / np.sqrt(var + eps) + b,
+        "shift_then_scale": g * (x_hat + b),
     }
 
 
-def _diagnose(out, x, gamma, beta, eps, axes, messages=None):
-    """Raise ExerciseMistake naming the first known-wrong variant ``out`` matches, or a general one."""
-    __tracebackhide__ = True
-    known = _mistake_messages()
-    known.update(messages or {})
-    for key, wrong in transform_variants(x, gamma, beta, eps, axes).items():
-        if _close(out, wrong):
-            if isinstance(key, tuple) and key[0] == "axes":
-                raise ExerciseMistake(*_axes_mistake(key[1], x.ndim))
-            raise ExerciseMistake(*known[key[0] if isinstance(key, tuple) else key])
-    error = float(np.max(np.abs(out - reference(x, gamma, beta, eps, axes))))
-    raise ExerciseMistake(
-        f"Your result differs from the batch-normalizing transform by up to {error:.3g}, and it "
-        "does not match any mistake this check knows.",
-        "go through the four steps one at a time on a tiny input: mean, variance (divide by n), "
-        "normalise with epsilon inside the square root, then scale by gamma and shift by beta.",
-    )
+MESSAGES = {
+    "no_sqrt": ("You divided by the variance plus epsilon, not by its square root.",
+                "x - mean is in the units of x; divide it by something in the same units."),
+    "std_plus_eps": ("You added epsilon to the standard deviation instead of to the variance.",
+                     "epsilon goes inside the square root, next to the variance."),
+    "sqrt_twice": ("You took the square root twice: a standard deviation went where the variance "
+                   "belongs.",
+                   "the formula takes the square root of (variance + epsilon) once; make sure what "
+                   "you put under it is the variance, not the standard deviation."),
+    "unbiased": ("You used the unbiased variance (divided by n - 1).",
+                 "batch norm uses the biased variance of the mini-batch: divide by n (np.var's "
+                 "default ddof=0, tf.math.reduce_variance, tf.nn.moments)."),
+    "unbiased_no_eps": ("Two mistakes: you used the unbiased variance (divided by n - 1) and "
+                        "forgot epsilon.",
+                        "divide by n (np.var's default ddof=0) and add epsilon to the variance "
+                        "inside the square root."),
+    "swapped": ("gamma and beta are swapped: you scaled by beta and shifted by gamma.",
+                "gamma is the scale (it multiplies), beta is the shift (it is added)."),
+    "no_scale_shift": ("You returned the normalised values without the scale and shift.",
+                       "the last step multiplies by gamma and adds beta."),
+    "not_centred": ("You did not subtract the mean before dividing.",
+                    "the normalised value is (x - mean) / sqrt(variance + epsilon)."),
+    "shift_then_scale": ("You added beta before multiplying by gamma.",
+                         "scale first, then shift: the output's mean should be beta."),
+    "eps": ("Forgot epsilon: you did not use the `eps` argument (your result matches no epsilon, "
+            "or a fixed one).",
+            "use the `eps` the function is given, inside the square root; without it a constant "
+            "feature divides 0 by 0."),
+}
 
-
-def _broadcast_failure_hint(err: ExerciseMistake) -> ExerciseMistake:
-    """A broadcasting error in the learner's code almost always means a mean or variance taken over
-    the wrong axis: say so, in place of NumPy's or TensorFlow's wording alone."""
-    text = str(err)
-    found = re.search(r"Incompatible shapes: \[[\d, ]*\] vs\. \[[\d, ]*\]", text) or \
-        re.search(r"operands could not be broadcast together with shapes [\d(), ]*\)", text)
-    if not found:
-        return err
-    function = err.mistake.split(" raised ")[0]
-    return ExerciseMistake(
-        f"{function} failed: {found.group(0).strip()}. Shapes that do not broadcast usually mean "
-        "a mean or variance was taken over the wrong axis.",
-        "print the shapes of your mean and variance: there should be one value per feature "
-        "(per channel for images).")
-
-
-# ---------------------------------------------------------------------------------------------
-# Exercise 1.1: the transform in NumPy
-# ---------------------------------------------------------------------------------------------
-
-@checker("1.1")
-def transform(fn):
-    """Check ``batch_norm_numpy(x, gamma, beta, eps)`` on a (6, 4) float32 batch with eps=0.1."""
-    __tracebackhide__ = True
-    x, gamma, beta = dense_batch()
-    try:  # copies: a learner's in-place `x -= mean` must not change the check's data
-        result = call(fn, x.copy(), gamma.copy(), beta.copy(), EPS, what="batch_norm_numpy")
-    except ExerciseMistake as err:
-        raise _broadcast_failure_hint(err) from None
-    out = as_array(result, "batch_norm_numpy's result", want_tensor=False)
-    expect_shape(out, x.shape, "batch_norm_numpy's result")
-    if not _close(out, reference(x, gamma, beta, EPS)):
-        _diagnose(out, x, gamma, beta, EPS, (0,))
-    # A constant feature: the case epsilon exists for. The right answer there is beta.
-    constant = x.copy()
-    constant[:, 2] = 7.0
-    out = as_array(call(fn, constant.copy(), gamma.copy(), beta.copy(), EPS, what="batch_norm_numpy"),
-                   "batch_norm_numpy's result for a batch with a constant feature",
-                   want_tensor=False)
-    if not _close(out, reference(constant, gamma, beta, EPS)):
-        raise ExerciseMistake(
-            "Right on the first batch, wrong on a batch where one feature is constant.",
-            "a constant feature has variance 0; with epsilon its normalised value is 0, so the "
-            "output is beta. Does your code special-case something?")
-    return "matches the batch-normalizing transform (float32, within 1e-4), constant feature included"
-
-
-# ---------------------------------------------------------------------------------------------
-# Exercise 1.2: per-channel moments of an NHWC image batch, in TensorFlow
-# ---------------------------------------------------------------------------------------------
-
-
-def _expect_pair(result, function, names):
-    """A function that must return two results (a tuple) returned something else: say what."""
-    __tracebackhide__ = True
-    if isinstance(result, (tuple, list)) and len(result) == 2:
-        return
-    if isinstance(result, (tuple, list)):
-        got = f"{len(result)} results"
-    elif hasattr(result, "shape"):
-        got = "a single array"
-    else:
-        got = f"a {type(result).__name__}"
-    raise ExerciseMistake(f"{function} returned {got}; expected two results, ({names}).",
-                          f"end with `return {names}`.")
-
-
-def _reduced_axes(shape, full_shape):
-    """Which axes of ``full_shape`` a statistic of ``shape`` was reduced over, or None.
-
-    Works because the test images have four different axis lengths. Returns (axes, keepdims).
-    """
-    shape, full_shape = tuple(shape), tuple(full_shape)
-    ndim = len(full_shape)
-    for mask in range(1, 2 ** ndim):
-        axes = tuple(i for i in range(ndim) if mask >> i & 1)
-        kept = tuple(n for i, n in enumerate(full_shape) if i not in axes)
-        ones = tuple(1 if i in axes else n for i, n in enumerate(full_shape))
-        if shape == kept:
-            return axes, False
-        if shape == ones:
-            return axes, True
-    return None
-
-
-def _check_moment_shape(stat, name, full_shape):
-    __tracebackhide__ = True
-    want = (full_shape[-1],)
-    if tuple(stat.shape) == want:
-        return
-    found = _reduced_axes(stat.shape, full_shape)
-    if found == (IMAGE_AXES, True):
-        raise ExerciseMistake(
-            f"Right axes, but {name} has shape {tuple(stat.shape)}; this exercise asks for shape "
-            f"{want}, one value per channel.",
-            "keepdims=True keeps the reduced axes as size 1; leave it out here.")
-    if found is not None:
-        axes, _ = found
-        kept = [name for i, name in enumerate(("image", "row", "column", "channel")) if i not in axes]
-        meaning = _AXES_MEANING.get(axes, "one mean for each " + " and ".join(kept))
-        raise ExerciseMistake(
-            f"Wrong axes: {name} has shape {tuple(stat.shape)}, which is what reducing over axes "
-            f"{list(axes)} gives: {meaning}.",
-            "batch norm for images keeps one mean and one variance per channel, shared by every "
-            "image in the batch and every pixel position.")
-    expect_shape(stat, want, name)
-
-
-@checker("1.2")
-def image_moments(fn):
-    """Check ``image_moments(images)`` -> (mean, variance), tf.Tensors of shape (C,)."""
-    __tracebackhide__ = True
-    import tensorflow as tf
-
-    images, _, _ = image_batch()
-    result = call(fn, tf.constant(images), what="image_moments")
-    _expect_pair(result, "image_moments", "mean, variance")
-    mean = as_array(result[0], "your mean", want_tensor=True)
-    var = as_array(result[1], "your variance", want_tensor=True)
-    _check_moment_shape(mean, "your mean", images.shape)
-    _check_moment_shape(var, "your variance", images.shape)
-
-    x = images.astype(np.float64)
-    right_mean, right_var = x.mean(axis=IMAGE_AXES), x.var(axis=IMAGE_AXES)
-    if _close(mean, right_var) and _close(var, right_mean):
-        raise ExerciseMistake("Mean and variance are swapped.", "return them in the order "
-                              "(mean, variance), the same order tf.nn.moments uses.")
-    if not _close(mean, right_mean):
-        raise ExerciseMistake(
-            "Your mean has the right shape but wrong values.",
-            "each channel's mean averages all N x H x W values of that channel.")
-    if _close(var, x.var(axis=IMAGE_AXES, ddof=1)):
-        raise ExerciseMistake(*_mistake_messages()["unbiased"])
-    if _close(var, x.std(axis=IMAGE_AXES)):
-        raise ExerciseMistake(
-            "Your variance is a standard deviation (you took a square root).",
-            "the variance is the mean of the squared deviations, with no square root.")
-    if _close(var, (x ** 2).mean(axis=IMAGE_AXES)):
-        raise ExerciseMistake(
-            "Your variance is the mean of x squared: you did not subtract the mean first.",
-            "variance = mean of (x - mean) squared.")
-    if not _close(var, right_var):
-        raise ExerciseMistake(
-            "Your variance has the right shape but wrong values.",
-            "variance = mean of (x - mean) squared, over the same axes as the mean.")
-    return "one mean and one variance per channel, matching tf.nn.moments"
-
-
-# ---------------------------------------------------------------------------------------------
-# Exercise 1.3: gamma and beta that undo the normalisation
-# ---------------------------------------------------------------------------------------------
-
-@checker("1.3")
-def recovering_gamma_beta(fn):
-    """Check ``recovering_gamma_beta(x, eps)`` -> (gamma, beta), NumPy arrays of shape (F,)."""
-    __tracebackhide__ = True
-    x, _, _ = dense_batch()
-    result = call(fn, x.copy(), EPS, what="recovering_gamma_beta")
-    _expect_pair(result, "recovering_gamma_beta", "gamma, beta")
-    gamma = as_array(result[0], "your gamma", want_tensor=False)
-    beta = as_array(result[1], "your beta", want_tensor=False)
-    n, features = x.shape
-    for value, name in ((gamma, "your gamma"), (beta, "your beta")):
-        if value.shape in ((), (1,), (1, 1)):
-            raise ExerciseMistake(
-                f"Wrong axis: {name} is a single number; each of the {features} features needs "
-                "its own.",
-                "take the statistics per feature, over the examples of the batch.")
-        if value.shape in ((n,), (n, 1)):
-            raise ExerciseMistake(
-                f"Wrong axis: {name} has shape {value.shape}, one value per example; each of the "
-                f"{features} features needs its own.",
-                "take the statistics per feature, over the examples of the batch.")
-        expect_shape(value, (features,), name)
-
-    xd = x.astype(np.float64)
-    mean, var = xd.mean(axis=0), xd.var(axis=0)
-    recovered = reference(x, gamma, beta, EPS)
-    if _close(recovered, x):
-        return "the transform with your gamma and beta gives back x (to float32 rounding)"
-    if _close(gamma, mean) and _close(beta, np.sqrt(var + EPS)):
-        raise ExerciseMistake(*_mistake_messages()["swapped"])
-    if not _close(beta, mean):
-        if _close(beta, np.zeros_like(mean)):
-            raise ExerciseMistake("beta is 0, so the output's mean stays 0 instead of the "
-                                  "input's mean.", "beta sets the mean of the output.")
-        raise ExerciseMistake("Your beta is wrong.", "beta is added last, so it sets the "
-                              "output's mean: which mean do you want back?")
-    wrong_gammas = {
-        "std": (np.sqrt(var), "Your gamma is the standard deviation without epsilon.",
-                "the transform divided by sqrt(variance + eps), not by the standard deviation."),
-        "unbiased": (np.sqrt(xd.var(axis=0, ddof=1) + EPS), *_mistake_messages()["unbiased"]),
-        "no_sqrt": (var + EPS, "Your gamma is variance + eps: the square root is missing.",
-                    "gamma must undo a division by sqrt(variance + eps)."),
-        "inverse": (1 / np.sqrt(var + EPS), "Your gamma is upside down: you divided where the "
-                    "transform multiplies back.", "gamma must undo a division, so it multiplies "
-                    "by the same amount."),
-        "one": (np.ones_like(var), "gamma is 1, so the output keeps the normalised spread.",
-                "gamma sets the spread of the output."),
-        "sqrt_twice": (np.sqrt(np.sqrt(var) + EPS), *_mistake_messages()["sqrt_twice"]),
-    }
-    for wrong, mistake, hint in wrong_gammas.values():
-        if _close(gamma, wrong):
-            raise ExerciseMistake(mistake, hint)
-    raise ExerciseMistake("Your beta is right but your gamma is wrong.",
-                          "gamma multiplies x_hat = (x - mean) / sqrt(variance + eps): what must "
-                          "it be to give back x - mean?")
-
-
-# ---------------------------------------------------------------------------------------------
-# Exercise 1.4: the transform with tf.nn.moments and tf.nn.batch_normalization
-# ---------------------------------------------------------------------------------------------
-
-_TF_MESSAGES = {
+_TF_MESSAGES = dict(MESSAGES, **{
     "swapped": ("gamma and beta are swapped: tf.nn.batch_normalization got gamma as the offset "
                 "and beta as the scale.",
                 "its arguments are (x, mean, variance, offset, scale, variance_epsilon): the "
@@ -396,30 +114,277 @@ _TF_MESSAGES = {
     "sqrt_twice": ("You passed a standard deviation where tf.nn.batch_normalization expects the "
                    "variance (so the square root was taken twice).",
                    "tf.nn.batch_normalization takes the variance and does the square root itself."),
+})
+
+
+def _broadcast_hint(err: ExerciseMistake, hint: str) -> ExerciseMistake:
+    """A broadcasting error in the learner's code: say what it usually means."""
+    text = str(err)
+    found = re.search(r"Incompatible shapes: \[[\d, ]*\] vs\. \[[\d, ]*\]", text) or \
+        re.search(r"operands could not be broadcast together with shapes [\d(), ]*\)", text) or \
+        re.search(r"Dimensions must be equal[^.]*", text)
+    if not found:
+        return err
+    function = err.mistake.split(" raised ")[0]  # "[In case k: ]<what>"
+    return ExerciseMistake(f"{function} failed: {found.group(0).strip()}. Shapes that do not "
+                           "broadcast usually mean a statistic, gamma or beta is lined up with the "
+                           "wrong axis.", hint)
+
+
+def _call(fn, *args, what, hint, case):
+    __tracebackhide__ = True
+    try:
+        return call(fn, *args, what=what, case=case)
+    except ExerciseMistake as err:
+        raise _broadcast_hint(err, hint) from None
+
+
+def _data(seed: int, shape, feature_axis: int, constant: int | None = None):
+    """float32 data with one very different mean and spread per feature, plus gamma and beta
+    (gamma with one negative entry)."""
+    rng = np.random.default_rng(seed)
+    n = shape[feature_axis]
+    scale = _along(np.geomspace(0.2, 5.0, n)[rng.permutation(n)], len(shape), feature_axis)
+    shift = _along(rng.uniform(-4, 4, n), len(shape), feature_axis)
+    x = (rng.standard_normal(shape) * scale + shift).astype(np.float32)
+    if constant is not None:  # one constant feature: the case epsilon exists for
+        index = [slice(None)] * len(shape)
+        index[feature_axis] = constant
+        x[tuple(index)] = 3.0
+    gamma = rng.uniform(0.5, 2.5, n).astype(np.float32)
+    gamma[rng.integers(n)] *= -1
+    beta = rng.uniform(-2, 2, n).astype(np.float32)
+    return x, gamma, beta
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 1.1: the transform in NumPy, for channels-first (NCHW) images
+# ---------------------------------------------------------------------------------------------
+
+_NCHW_MEANING = {
+    (0, 1, 2): "the NHWC axes of the lesson: in NCHW they give one mean per pixel column (the "
+               "last axis is the width here)",
+    (0,): "one mean per channel and pixel position, as if each pixel were a dense feature",
+    (2, 3): "one mean per image and channel (instance normalisation), not shared across the batch",
+    (1, 2, 3): "one mean per image (layer normalisation)",
+    (0, 2): "one mean per channel and column: the width axis (3) is missing",
+    (0, 3): "one mean per channel and row: the height axis (2) is missing",
+    (0, 1, 2, 3): "a single mean for the whole batch, channels mixed together",
 }
+_NCHW_HINT = ("in NCHW the channel axis is 1; BN keeps one mean and variance per channel, shared by "
+              "every image and pixel, and gamma and beta must line up with axis 1 too: reshape "
+              "them to (1, C, 1, 1), or use keepdims=True for the statistics.")
+
+
+def _nchw_variants(x, gamma, beta, eps):
+    wrong = [Wrong(reference(x, gamma, beta, eps, 1, axes),
+                   f"Wrong axes: you normalised over axes {list(axes)}, which gives "
+                   f"{meaning}.", _NCHW_HINT)
+             for axes, meaning in _NCHW_MEANING.items()]
+    n, c, h, w = x.shape
+    if w == c:  # per-channel vectors that broadcast against the last axis (width) by accident
+        xd = np.asarray(x, np.float64)
+        mean = xd.mean(axis=(0, 2, 3))
+        var = xd.var(axis=(0, 2, 3))
+        right_stats = (xd - _along(mean, 4, 1)) / np.sqrt(_along(var, 4, 1) + eps)
+        wrong += [
+            Wrong(gamma * (xd - mean) / np.sqrt(var + eps) + beta,
+                  "Right statistics, lined up with the wrong axis: your per-channel mean, "
+                  "variance, gamma and beta of shape (C,) were applied along the last axis "
+                  "(the width), not the channel axis.",
+                  "NumPy lines shapes up from the right, so a (C,) array meets the width axis "
+                  "of an (N, C, H, W) array. Reshape to (1, C, 1, 1), or use keepdims=True for "
+                  "the statistics."),
+            Wrong(gamma * right_stats + beta,
+                  "The normalisation is right, but gamma and beta were applied along the last "
+                  "axis (the width), not the channel axis.",
+                  "reshape gamma and beta to (1, C, 1, 1) so that they line up with axis 1."),
+        ]
+    return wrong + _transform_variants(x, gamma, beta, eps, 1, MESSAGES)
+
+
+@checker("1.1")
+def transform_nchw(fn):
+    """Check ``batch_norm_nchw(x, gamma, beta, eps)`` on channels-first image batches."""
+    __tracebackhide__ = True
+    for case in cases(dict(shape=(4, 3, 5, 3), eps=0.1, _seed=11, _constant=None),
+                      dict(shape=(2, 5, 3, 4), eps=0.01, _seed=12, _constant=None),
+                      dict(shape=(3, 2, 4, 6), eps=0.5, _seed=13, _constant=1)):
+        x, gamma, beta = _data(case.seed, case.shape, 1, case.constant)
+        out = _call(fn, x.copy(), gamma.copy(), beta.copy(), case.eps, what="batch_norm_nchw",
+                    hint=_NCHW_HINT, case=case)
+        match(out, reference(x, gamma, beta, case.eps, 1), case=case, tensor=False,
+              dtype=np.float32, name="batch_norm_nchw's result",
+              wrong=_nchw_variants(x, gamma, beta, case.eps),
+              selftest="on your result, each channel (x[:, c]) should have mean beta[c] and "
+                       "standard deviation about |gamma[c]|; check which channel is off.")
+    return "matches the transform on 3 NCHW batches (sizes, epsilons, a constant channel)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 1.2: the moments of a whole batch from the moments of its parts (synchronised BN)
+# ---------------------------------------------------------------------------------------------
+
+def _parts(seed: int, counts, channels: int):
+    """Per-part means and biased variances of made-up parts with these row counts."""
+    rng = np.random.default_rng(seed)
+    data = [rng.standard_normal((n, channels)) * rng.uniform(0.5, 3, channels)
+            + rng.uniform(-3, 3, channels) for n in counts]
+    return data, np.array([d.mean(axis=0) for d in data]), np.array([d.var(axis=0) for d in data])
+
+
+@checker("1.2")
+def merged_moments(fn):
+    """Check ``merged_moments(means, variances, counts)`` -> (mean, variance), tf.Tensors (C,)."""
+    __tracebackhide__ = True
+    import tensorflow as tf
+
+    for case in cases(dict(parts=2, channels=3, counts=(6, 2), _seed=21),
+                      dict(parts=3, channels=2, counts=(3, 5, 1), _seed=22),
+                      dict(parts=4, channels=5, counts=(8, 8, 2, 4), _seed=23)):
+        data, means, variances = _parts(case.seed, case.counts, case.channels)
+        whole = np.concatenate(data)
+        counts = np.array(case.counts, np.float64)[:, None]
+        total = counts.sum()
+        weighted_mean = (counts * means).sum(axis=0) / total
+        within = (counts * variances).sum(axis=0) / total
+        result = call(fn, tf.constant(means, tf.float32), tf.constant(variances, tf.float32),
+                      tf.constant(case.counts, tf.int32), what="merged_moments", case=case)
+        plain_mean = means.mean(axis=0)
+        between_plain = ((means - plain_mean) ** 2).mean(axis=0)
+        want = {"mean": whole.mean(axis=0), "variance": whole.var(axis=0)}
+        match(result, want, case=case, tensor=True, dtype=np.float32,
+              name="merged_moments' result", wrong=[
+                  Wrong({"mean": whole.var(axis=0), "variance": whole.mean(axis=0)},
+                        "Mean and variance are swapped.",
+                        "return them in the order (mean, variance), as tf.nn.moments does."),
+                  Wrong({"variance": within},
+                        "You averaged the parts' variances: that misses how far the parts' means "
+                        "lie from the overall mean.",
+                        "each part's values spread around that part's mean; around the overall "
+                        "mean they spread more. Use E[x^2] of the whole batch: each part gives "
+                        "variance + mean^2, weighted by its count."),
+                  Wrong({"mean": plain_mean, "variance": variances.mean(axis=0)},
+                        "You averaged the parts' statistics with equal weights, and averaged the "
+                        "variances.",
+                        "a part with more rows counts more: weight by `counts`, and take the "
+                        "spread between the parts' means into account."),
+                  Wrong({"mean": plain_mean,
+                         "variance": variances.mean(axis=0) + between_plain},
+                        "You gave every part the same weight: the parts have different sizes.",
+                        "weight each part by its count, and divide by the total count."),
+                  Wrong({"mean": plain_mean},
+                        "Your mean gives every part the same weight: the parts have different "
+                        "sizes.", "weight each part's mean by its count."),
+                  Wrong({"variance": whole.var(axis=0, ddof=1)},
+                        MESSAGES["unbiased"][0], "the merged variance must equal the biased "
+                        "variance of the whole batch: divide by the total count, not by it - 1."),
+                  Wrong({"variance": within + ((counts * (means - weighted_mean) ** 2).sum(axis=0)
+                                               / (total - 1))},
+                        "The spread between the parts is divided by the count minus one.",
+                        "divide every sum by the total count."),
+              ],
+              selftest="split a small array of your own into parts, compute each part's "
+                       "tf.nn.moments, merge them with your function and compare with "
+                       "tf.nn.moments of the whole array.")
+    return "whole-batch mean and variance from 3 sets of unequal parts"
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 1.3: find gamma and beta from a layer's input and output
+# ---------------------------------------------------------------------------------------------
+
+@checker("1.3")
+def infer_gamma_beta(fn):
+    """Check ``infer_gamma_beta(x, y, eps)`` -> (gamma, beta), NumPy arrays of shape (F,)."""
+    __tracebackhide__ = True
+    for case in cases(dict(shape=(6, 4), eps=0.1, _seed=31),
+                      dict(shape=(9, 3), eps=0.5, _seed=32),
+                      dict(shape=(5, 6), eps=0.01, _seed=33)):
+        x, gamma, beta = _data(case.seed, case.shape, -1)
+        x = x * np.float32(0.4)  # small variances, so that epsilon matters
+        y = reference(x, gamma, beta, case.eps).astype(np.float32)
+        result = call(fn, x.copy(), y.copy(), case.eps, what="infer_gamma_beta", case=case)
+        xd, yd = x.astype(np.float64), y.astype(np.float64)
+        var = xd.var(axis=0)
+        spread = yd.std(axis=0)
+        sign = np.sign(gamma)
+        match(result, {"gamma": gamma, "beta": beta}, case=case, tensor=False, dtype=np.float32,
+              name="infer_gamma_beta's result", atol=2e-4, wrong=[
+                  Wrong({"gamma": beta, "beta": gamma}, *MESSAGES["swapped"]),
+                  Wrong({"gamma": np.abs(gamma)},
+                        "Your gamma has the right size but always a positive sign; in this case "
+                        "some gamma is negative.",
+                        "a spread (a standard deviation) loses the sign: the sign of gamma shows "
+                        "in whether y rises or falls with x."),
+                  Wrong({"gamma": spread},
+                        "Your gamma is the standard deviation of y: that ignores epsilon (the "
+                        "normalised values have a spread below 1) and the sign of gamma.",
+                        "compute x_hat from x and eps first; then y = gamma * x_hat + beta is a "
+                        "straight line in x_hat for each feature."),
+                  Wrong({"gamma": sign * spread},
+                        "Your gamma is the standard deviation of y with a sign: that ignores "
+                        "epsilon, which makes the normalised values' spread smaller than 1.",
+                        "divide by the spread of x_hat = (x - mean) / sqrt(var + eps), not by 1."),
+                  Wrong({"gamma": spread / xd.std(axis=0)},
+                        "Your gamma is std(y) / std(x): the transform does not scale x by gamma, "
+                        "it scales the normalised x_hat.",
+                        "compute x_hat = (x - mean) / sqrt(var + eps) first."),
+                  Wrong({"gamma": gamma * np.sqrt((var + case.eps) / var)},
+                        "Your gamma is off by the factor epsilon makes: you normalised x "
+                        "without eps.", "use the `eps` the function is given."),
+                  Wrong({"beta": yd.mean(axis=0) - xd.mean(axis=0)},
+                        "Your beta subtracts the mean of x: the normalised x_hat already has "
+                        "mean 0.", "beta is the mean of y."),
+              ],
+              selftest="apply the transform with your gamma, beta and the given eps to x: it "
+                       "must give back y.")
+    return "gamma (negative ones included) and beta recovered in 3 cases"
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 1.4: the transform with TensorFlow's built-ins, for any feature axis
+# ---------------------------------------------------------------------------------------------
+
+_AXIS_HINT = ("`axis` is the feature axis, as in keras.layers.BatchNormalization(axis=...): keep "
+              "it, take the statistics over every other axis (keepdims=True), and reshape gamma "
+              "and beta so that they line up with `axis`.")
 
 
 @checker("1.4")
 def transform_tf(fn):
-    """Check ``batch_norm_tf(x, gamma, beta, eps, axes)`` on a dense batch and an image batch."""
+    """Check ``batch_norm_tf(x, gamma, beta, eps, axis)`` for four layouts and feature axes."""
     __tracebackhide__ = True
     import tensorflow as tf
 
-    cases = (("a dense batch of shape (6, 4) with axes [0]", dense_batch(), [0]),
-             ("an image batch of shape (4, 3, 5, 2) with axes [0, 1, 2]", image_batch(), [0, 1, 2]))
-    for where, (x, gamma, beta), axes in cases:
-        try:
-            result = call(fn, tf.constant(x), tf.constant(gamma), tf.constant(beta), EPS,
-                          list(axes), what=f"batch_norm_tf on {where}")
-        except ExerciseMistake as err:
-            raise _broadcast_failure_hint(err) from None
-        out = as_array(result, f"batch_norm_tf's result on {where}", want_tensor=True)
-        expect_shape(out, x.shape, f"batch_norm_tf's result on {where}")
-        if _close(out, reference(x, gamma, beta, EPS, axes)):
-            continue
-        if len(axes) > 1 and _close(out, reference(x, gamma, beta, EPS, (0,))):
-            raise ExerciseMistake(
-                f"Right on the dense batch, wrong on {where}: you normalised over axis 0 only.",
-                "use the `axes` argument the function is given instead of a fixed axis.")
-        _diagnose(out, x, gamma, beta, EPS, axes, messages=_TF_MESSAGES)
-    return "matches the batch-normalizing transform on dense and image batches"
+    for case in cases(dict(shape=(6, 4), axis=-1, eps=0.1, _seed=41),
+                      dict(shape=(3, 4, 5, 2), axis=1, eps=0.01, _seed=42),
+                      dict(shape=(4, 3, 5, 2), axis=3, eps=0.2, _seed=43),
+                      dict(shape=(5, 6, 3), axis=-1, eps=0.05, _seed=44)):
+        x, gamma, beta = _data(case.seed, case.shape, case.axis)
+        out = _call(fn, tf.constant(x), tf.constant(gamma), tf.constant(beta), case.eps,
+                    case.axis, what="batch_norm_tf", hint=_AXIS_HINT, case=case)
+        ndim = x.ndim
+        axis = case.axis % ndim
+        others = tuple(i for i in range(ndim) if i != axis)
+        wrong = []
+        if axis != ndim - 1:
+            wrong.append(Wrong(reference(x, gamma, beta, case.eps, axis,
+                                         stats_axes=tuple(range(ndim - 1))),
+                               "You ignored `axis`: your statistics are over every axis but the "
+                               "last, whatever `axis` says.", _AXIS_HINT))
+        wrong.append(Wrong(reference(x, gamma, beta, case.eps, axis, stats_axes=(axis,)),
+                           "You took the statistics over `axis` itself: `axis` names the feature "
+                           "axis to keep, not the axes to reduce.", _AXIS_HINT))
+        if others != (0,):
+            wrong.append(Wrong(reference(x, gamma, beta, case.eps, axis, stats_axes=(0,)),
+                               "You reduced over axis 0 only; with more than two dimensions the "
+                               "statistics are over every axis except `axis`.", _AXIS_HINT))
+        match(out, reference(x, gamma, beta, case.eps, case.axis), case=case, tensor=True,
+              dtype=np.float32, name="batch_norm_tf's result",
+              wrong=wrong + _transform_variants(x, gamma, beta, case.eps, case.axis,
+                                                _TF_MESSAGES),
+              selftest="compare with keras.layers.BatchNormalization(axis=axis, epsilon=eps) "
+                       "called with training=True on the same x (its gamma is 1 and beta 0 at "
+                       "the start: pass ones and zeros to yours).")
+    return "matches the transform for 4 layouts and feature axes"

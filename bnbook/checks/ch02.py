@@ -1,366 +1,254 @@
-"""Checkers of chapter 2: a BN layer in TensorFlow (2.1) and the BN network of the MNIST experiment
-(2.2). Each runs on small synthetic tensors and answers in well under a second.
+"""Checkers of chapter 2: a batch-normalised convolution and the BN network of any depth.
 
-A wrong answer is recognised by computing the known mistakes (in NumPy, float64) and comparing.
+Each checker runs three cases that differ in every size (batch, height, width, channels, kernel,
+layer widths, number of hidden layers), in epsilon and in the activation, on small made-up
+tensors, and compares with references computed in float64 (see :func:`._core.match`).
 """
+
+# The Wrong(lambda: ...) variants below are evaluated inside the loop iteration that makes them.
+# ruff: noqa: B023
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._core import ExerciseMistake, as_array, call, checker, expect_shape
+from ._core import ExerciseMistake, Wrong, call, cases, checker, match
 
-TOLERANCE = dict(rtol=1e-4, atol=1e-4)
+# --- exercise 2.1: a batch-normalised convolution -----------------------------------------------
 
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _normalise(z, eps, *, axis=0, keepdims=False, ddof=0):
-    """(z - mean) / sqrt(var + eps) with the statistics over ``axis``; NumPy broadcasting, like TF."""
-    mean = z.mean(axis=axis, keepdims=keepdims)
-    var = z.var(axis=axis, keepdims=keepdims, ddof=ddof)
-    return (z - mean) / np.sqrt(var + eps)
-
-
-def _bn_dense_variants(x, w, gamma, beta, eps):
-    """The right answer of exercise 2.1 and the known mistakes: name -> (output, mistake, hint).
-
-    Each output is a function: some mistakes cannot broadcast for some shapes (they are skipped).
-    """
-    z = x @ w
-    mean, var = z.mean(axis=0), z.var(axis=0)
-    z_hat = _normalise(z, eps)
-    over_examples = "a dense layer's statistics are per unit, taken over the examples of the " \
-        "batch: tf.nn.moments(z, axes=[0])."
-    return {
-        "right": (lambda: gamma * z_hat + beta, "", ""),
-        "swapped": (
-            lambda: beta * z_hat + gamma,
-            "gamma and beta are swapped: your output is beta * z_hat + gamma.",
-            "tf.nn.batch_normalization(x, mean, variance, offset, scale, variance_epsilon) takes "
-            "the offset (beta) BEFORE the scale (gamma); passing them by keyword avoids the trap.",
-        ),
-        "axis 1": (
-            lambda: gamma * _normalise(z, eps, axis=1) + beta,
-            "You took the moments over axis 1, across the units of each example.",
-            over_examples,
-        ),
-        "axis 1 keepdims": (
-            lambda: gamma * _normalise(z, eps, axis=1, keepdims=True) + beta,
-            "You took the moments over axis 1: each example is normalised across its units "
-            "(that is layer normalisation, not batch normalisation).",
-            over_examples,
-        ),
-        "all axes": (
-            lambda: gamma * _normalise(z, eps, axis=None) + beta,
-            "You took the moments over all axes: one mean and one variance for the whole batch.",
-            over_examples,
-        ),
-        "unbiased": (
-            lambda: gamma * _normalise(z, eps, ddof=1) + beta,
-            "You used the unbiased variance (divided by n - 1).",
-            "batch norm divides by n, the batch size: tf.nn.moments already returns that variance.",
-        ),
-        "std as variance": (
-            lambda: gamma * (z - mean) / np.sqrt(np.sqrt(var) + eps) + beta,
-            "You passed the standard deviation where the variance goes.",
-            "tf.nn.moments returns the variance, and tf.nn.batch_normalization takes the variance "
-            "(it adds epsilon and takes the square root itself).",
-        ),
-        "no eps": (
-            lambda: gamma * (z - mean) / np.sqrt(var) + beta,
-            "epsilon is missing: units with a small variance come out too large.",
-            "pass eps as variance_epsilon; it keeps the division safe when a unit barely varies.",
-        ),
-        "eps outside": (
-            lambda: gamma * (z - mean) / (np.sqrt(var) + eps) + beta,
-            "You added epsilon to the standard deviation instead of to the variance.",
-            "epsilon goes inside the square root: sqrt(variance + eps).",
-        ),
-        "fixed eps": (
-            lambda: gamma * _normalise(z, 1e-3) + beta,
-            "You ignored the eps argument (your result matches a fixed epsilon of 1e-3).",
-            "use the eps the function receives.",
-        ),
-        "no scale shift": (
-            lambda: z_hat,
-            "Your output is normalised but not scaled and shifted.",
-            "finish with gamma * z_hat + beta (tf.nn.batch_normalization does it if you pass "
-            "offset and scale).",
-        ),
-        "sigmoid": (
-            lambda: _sigmoid(gamma * z_hat + beta),
-            "You applied the sigmoid: bn_dense returns the sigmoid's INPUT.",
-            "leave the activation to the network; bn_dense ends with the batch normalization.",
-        ),
-        "no matmul": (
-            lambda: gamma * _normalise(x, eps) + beta,
-            "You normalised x itself: the multiplication by w is missing.",
-            "the layer's pre-activation is z = x @ w; normalise z.",
-        ),
-        "normalised x": (
-            lambda: gamma * (_normalise(x, eps) @ w) + beta,
-            "You normalised the layer's input x, not its pre-activation x @ w.",
-            "multiply by w first, then normalise the result.",
-        ),
-    }
-
-
-def _tensors(*arrays):
+def _conv(x, filters, padding="SAME"):
     import tensorflow as tf
 
-    return [tf.constant(a, dtype=tf.float32) for a in arrays]
+    return tf.nn.conv2d(tf.constant(x, tf.float64), tf.constant(filters, tf.float64), strides=1,
+                        padding=padding).numpy()
 
 
-def _example(rng, batch, n_in, n_out):
-    x = rng.normal(size=(batch, n_in))
-    w = rng.normal(size=(n_in, n_out))
-    w[:, 1] *= 0.02  # one unit barely varies: epsilon then matters
-    gamma = rng.uniform(0.5, 2.0, size=n_out)
-    beta = rng.normal(size=n_out)
-    return x, w, gamma, beta
+def _bn(z, gamma, beta, eps, axes=(0, 1, 2), ddof=0):
+    mean = z.mean(axis=axes, keepdims=True)
+    var = z.var(axis=axes, ddof=ddof, keepdims=True)
+    return gamma * (z - mean) / np.sqrt(var + eps) + beta
 
 
-def _compare_bn_dense(fn, x, w, gamma, beta, eps):
-    __tracebackhide__ = True
-    import tensorflow as tf
-
-    x_t, w_t = _tensors(x, w)
-    gamma_t = tf.Variable(gamma, dtype=tf.float32)
-    beta_t = tf.Variable(beta, dtype=tf.float32)
-    out = as_array(call(fn, x_t, w_t, gamma_t, beta_t, eps, what="bn_dense"),
-                   "bn_dense's result", want_tensor=True)
-    # Compare with what float32 inputs give (the float64 copies of the tensors' values).
-    x, w, gamma, beta = (t.numpy().astype(np.float64) for t in (x_t, w_t, gamma_t, beta_t))
-    variants = _bn_dense_variants(x, w, gamma, beta, eps)
-    right = variants.pop("right")[0]()
-    if out.shape == right.shape and np.allclose(out, right, **TOLERANCE):
-        return
-    for compute, mistake, hint in variants.values():
-        try:
-            value = compute()
-        except ValueError:  # this mistake cannot broadcast for these shapes
-            continue
-        if out.shape == value.shape and np.allclose(out, value, **TOLERANCE):
-            raise ExerciseMistake(mistake, hint)
-    expect_shape(out, right.shape, "bn_dense's result")
-    worst = float(np.max(np.abs(out - right)))
-    raise ExerciseMistake(
-        f"bn_dense's values are wrong (off by up to {worst:.3g}) and match none of the usual "
-        "mistakes.",
-        "compute z = x @ w, its moments over axis 0, then batch-normalise z with gamma, beta "
-        "and eps; try it on a tiny batch and compare with the formula.",
-    )
+_CONV_HINT = ("a convolution's channels each get one mean and one variance over the batch and "
+              "both spatial axes: tf.nn.moments(z, axes=[0, 1, 2]).")
 
 
 @checker("2.1")
-def bn_dense(fn):
-    """Exercise 2.1: ``bn_dense(x, w, gamma, beta, eps)`` -> gamma * (x @ w normalised) + beta."""
-    __tracebackhide__ = True
-    rng = np.random.default_rng(21)
-    # A square pre-activation first (batch 6, 6 units): moments over the wrong axis then still
-    # broadcast, so that mistake is recognised instead of ending in a shape error.
-    _compare_bn_dense(fn, *_example(rng, 6, 6, 6), eps=0.01)
-    # Then an ordinary layer: batch 10, 4 inputs, 3 units, another epsilon.
-    _compare_bn_dense(fn, *_example(rng, 10, 4, 3), eps=0.002)
-    return "matches the batch-normalised layer on two batches, with two epsilons"
-
-
-# ------------------------------------------------------------------------------ exercise 2.2 --
-
-VARIABLES = ("w1", "gamma1", "beta1", "w2", "gamma2", "beta2", "w3", "b3")
-SIZES = (6, 5, 4, 3)  # a small 6-5-4-3 network stands in for 784-100-100-10
-BATCH = 16
-EPS_2_2 = 0.01
-
-
-def _bn(z, gamma, beta, eps, *, ddof=0):
-    return gamma * _normalise(z, eps, ddof=ddof) + beta
-
-
-def _network_variants(x, p, eps):
-    """The right logits of exercise 2.2 and the known mistakes: name -> (logits, mistake, hint)."""
-
-    def forward(bn1=True, bn2=True, swap=(False, False), order="bn-sigmoid", sigmoid=True,
-                out_bias=True, softmax=False, eps=eps, ddof=0):
-        h = x
-        for w, gamma, beta, use_bn, swapped in [(p["w1"], p["gamma1"], p["beta1"], bn1, swap[0]),
-                                                (p["w2"], p["gamma2"], p["beta2"], bn2, swap[1])]:
-            if swapped:
-                gamma, beta = beta, gamma
-            z = h @ w
-            if not use_bn:
-                h = _sigmoid(z)
-            elif order == "sigmoid-bn":
-                h = _bn(_sigmoid(z), gamma, beta, eps, ddof=ddof)
-            else:
-                a = _bn(z, gamma, beta, eps, ddof=ddof)
-                h = _sigmoid(a) if sigmoid else a
-        logits = h @ p["w3"] + (p["b3"] if out_bias else 0.0)
-        if softmax:
-            logits = np.exp(logits - logits.max(axis=1, keepdims=True))
-            logits = logits / logits.sum(axis=1, keepdims=True)
-        return logits
-
-    swapped = ("gamma and beta are swapped in {}: tf.nn.batch_normalization's argument order is "
-               "(x, mean, variance, offset, scale, variance_epsilon), offset (beta) first.")
-    swap_hint = "pass offset=... and scale=... by keyword."
-    return {
-        "right": (forward(), "", ""),
-        "swap both": (forward(swap=(True, True)), swapped.format("both layers"), swap_hint),
-        "swap 1": (forward(swap=(True, False)), swapped.format("layer 1"), swap_hint),
-        "swap 2": (forward(swap=(False, True)), swapped.format("layer 2"), swap_hint),
-        "sigmoid then bn": (
-            forward(order="sigmoid-bn"),
-            "You normalised AFTER the sigmoid.",
-            "the chapter's recipe normalises each layer's pre-activation h @ w, then applies the "
-            "sigmoid to gamma * z_hat + beta.",
-        ),
-        "no sigmoid": (
-            forward(sigmoid=False),
-            "The sigmoid after batch normalization is missing: your hidden layers are linear.",
-            "apply tf.sigmoid to each batch-normalised layer.",
-        ),
-        "no bn 1": (
-            forward(bn1=False),
-            "Layer 1 is not batch-normalised (or gamma1/beta1 are not used).",
-            "normalise x @ w1 over the batch, scale by gamma1 and shift by beta1, then sigmoid.",
-        ),
-        "no bn 2": (
-            forward(bn2=False),
-            "Layer 2 is not batch-normalised (or gamma2/beta2 are not used).",
-            "normalise h1 @ w2 over the batch, scale by gamma2 and shift by beta2, then sigmoid.",
-        ),
-        "no b3": (
-            forward(out_bias=False),
-            "The output bias b3 is not added to the logits.",
-            "the output layer has no BN after it, so it keeps its bias: h2 @ w3 + b3.",
-        ),
-        "softmax": (
-            forward(softmax=True),
-            "Your network returns probabilities (a softmax); it should return logits.",
-            "leave out the softmax: the loss, tf.nn.sparse_softmax_cross_entropy_with_logits, "
-            "applies it itself.",
-        ),
-        "fixed eps": (
-            forward(eps=1e-3),
-            "You ignored self.epsilon (your network matches a fixed epsilon of 1e-3).",
-            "use the epsilon the network was built with.",
-        ),
-        "unbiased": (
-            forward(ddof=1),
-            "You used the unbiased variance (divided by n - 1).",
-            "tf.nn.moments returns the biased variance (divided by n), which is what BN uses.",
-        ),
-    }
-
-
-def _variable_report(model, weights):
-    """Raise ExerciseMistake if the network's variables are not the ones the exercise asks for."""
+def bn_conv(fn):
+    """Check ``bn_conv(x, filters, gamma, beta, eps)`` on three NHWC batches."""
     __tracebackhide__ = True
     import tensorflow as tf
 
-    if not isinstance(model, tf.Module):
-        raise ExerciseMistake(
-            f"BNNet(weights) made a {type(model).__name__}, not a tf.Module.",
-            "keep `class BNNet(tf.Module):` so that model.trainable_variables finds your "
-            "variables.",
-        )
-    for name in VARIABLES:
-        value = getattr(model, name, None)
-        if value is None:
-            raise ExerciseMistake(f"Your network has no attribute `{name}`.",
-                                  f"create it in __init__ as self.{name} = tf.Variable(...).")
-        if not isinstance(value, tf.Variable):
-            raise ExerciseMistake(
-                f"`self.{name}` is a {type(value).__name__}, not a tf.Variable: training could "
-                "not update it.",
-                f"wrap its starting value: self.{name} = tf.Variable(...).",
-            )
-        if not value.trainable:
-            raise ExerciseMistake(f"`self.{name}` is not trainable.",
-                                  "leave trainable at its default (True).")
-    hidden = [(SIZES[1],), (SIZES[2],)]
-    expected_start = {
-        "w1": weights[0], "w2": weights[1], "w3": weights[2],
-        "gamma1": np.ones(hidden[0]), "beta1": np.zeros(hidden[0]),
-        "gamma2": np.ones(hidden[1]), "beta2": np.zeros(hidden[1]), "b3": np.zeros(SIZES[3]),
-    }
-    for name, start in expected_start.items():
-        value = getattr(model, name)
-        if tuple(value.shape) != start.shape:
-            raise ExerciseMistake(
-                f"`self.{name}` has shape {tuple(value.shape)}, expected {start.shape}.",
-                "gamma and beta have one entry per unit of their layer; w1, w2, w3 are the "
-                "matrices in `weights`.",
-            )
-        if value.dtype != tf.float32:
-            raise ExerciseMistake(f"`self.{name}` has dtype {value.dtype.name}, expected float32.",
-                                  "build it from float32 values, e.g. tf.ones(n) or tf.zeros(n).")
-        if not np.allclose(value.numpy(), start):
-            what = {"w": "the matching matrix of `weights`", "g": "ones", "b": "zeros"}[name[0]]
-            raise ExerciseMistake(
-                f"`self.{name}` does not start at {what}.",
-                "gamma = 1 and beta = 0 make BN start as a plain standardisation; the weights "
-                "must be the ones passed in, so that both networks start from the same place.",
-            )
-    named = {id(getattr(model, name)) for name in VARIABLES}
-    extra = [v for v in model.trainable_variables if id(v) not in named]
-    if any(tuple(v.shape) in hidden for v in extra):
-        shapes = ", ".join(str(tuple(v.shape)) for v in extra)
-        raise ExerciseMistake(
-            f"Your network has extra trainable variables of shape {shapes}: a bias before BN?",
-            "the mean subtraction removes any bias added before BN (its gradient is 0) and beta "
-            "already shifts each unit: drop it. Harmless to the outputs, but a wasted parameter.",
-        )
-    if extra:
-        shapes = ", ".join(str(tuple(v.shape)) for v in extra)
-        raise ExerciseMistake(f"Your network has unexpected trainable variables: {shapes}.",
-                              "create exactly w1, gamma1, beta1, w2, gamma2, beta2, w3 and b3.")
+    for case in cases(dict(x=(2, 5, 4, 3), filters=(3, 3, 3, 4), eps=1e-3, _seed=21),
+                      dict(x=(3, 4, 6, 2), filters=(1, 1, 2, 5), eps=0.1, _seed=22),
+                      dict(x=(4, 3, 5, 1), filters=(2, 3, 1, 3), eps=0.01, _seed=23)):
+        rng = np.random.default_rng(case.seed)
+        x = rng.normal(size=case.x).astype(np.float32)
+        filters = rng.normal(size=case.filters).astype(np.float32)
+        channels = case.filters[-1]
+        gamma = rng.uniform(0.5, 2.0, channels).astype(np.float32)
+        beta = rng.uniform(-1, 1, channels).astype(np.float32)
+        filters[..., 0] *= 0.05  # one quiet channel: epsilon matters
+        z = _conv(x, filters)
+        out = call(fn, tf.constant(x), tf.constant(filters), tf.constant(gamma),
+                   tf.constant(beta), case.eps, what="bn_conv", case=case, hint=_CONV_HINT)
+        eps = case.eps
+        mean = z.mean(axis=(0, 1, 2))
+        var = z.var(axis=(0, 1, 2))
+        wrong = [
+            Wrong(_bn(z, gamma, beta, eps, (0,)), "Wrong axes: you normalised over the batch axis "
+                  "only, so every pixel position has its own mean, as if it were a dense unit.",
+                  _CONV_HINT),
+            Wrong(_bn(z, gamma, beta, eps, (1, 2)), "Wrong axes: you normalised over height and "
+                  "width only, each image on its own (instance normalisation), not across the "
+                  "batch.", _CONV_HINT),
+            Wrong(_bn(z, gamma, beta, eps, (1, 2, 3)), "Wrong axes: one mean per image, over "
+                  "pixels and channels together (layer normalisation).", _CONV_HINT),
+            Wrong(_bn(z, gamma, beta, eps, (0, 1, 2, 3)), "Wrong axes: a single mean for the whole "
+                  "batch, channels mixed together.", _CONV_HINT),
+            Wrong(_bn(_conv(x, filters, "VALID"), gamma, beta, eps)
+                  if max(case.filters[:2]) > 1 else None,
+                  "Your convolution used padding 'VALID': the output is smaller than the input.",
+                  "use padding='SAME' and strides=1, so the feature maps keep the input's "
+                  "height and width."),
+            Wrong(_bn(z, gamma, beta, eps, ddof=1), "You used the unbiased variance (divided by "
+                  "n - 1).", "batch norm uses the biased variance: tf.nn.moments returns it."),
+            Wrong(_bn(z, beta, gamma, eps), "gamma and beta are swapped: tf.nn.batch_normalization "
+                  "got gamma as the offset and beta as the scale.",
+                  "its arguments are (x, mean, variance, offset, scale, variance_epsilon); "
+                  "keyword arguments avoid the trap."),
+            Wrong(gamma * (z - mean) / np.sqrt(np.sqrt(var) + eps) + beta,
+                  "You passed a standard deviation where tf.nn.batch_normalization expects the "
+                  "variance.", "tf.nn.batch_normalization takes the variance and does the "
+                  "square root itself."),
+            Wrong(z, "You returned the convolution without batch normalization.",
+                  "normalise the feature maps with tf.nn.moments and tf.nn.batch_normalization."),
+        ]
+        for fixed in (1e-3, 1e-5, 0.0):
+            if fixed != eps:
+                wrong.append(Wrong(_bn(z, gamma, beta, fixed),
+                                   "Forgot epsilon: you did not use the `eps` argument (your "
+                                   "result matches no epsilon, or a fixed one).",
+                                   "pass eps as variance_epsilon."))
+        match(out, _bn(z, gamma, beta, eps), case=case, name="bn_conv's result", tensor=True,
+              dtype=np.float32, wrong=wrong,
+              selftest="compare with keras.layers.Conv2D(filters=C, kernel_size=(kh, kw), "
+                       "padding='same', use_bias=False) followed by BatchNormalization("
+                       "epsilon=eps) called with training=True (its gamma is 1 and beta 0: pass "
+                       "ones and zeros to yours).")
+    return "convolution plus per-channel batch norm in 3 cases (kernels, channels, epsilons)"
+
+
+# --- exercise 2.2: the BN network, any depth, any activation ------------------------------------
+
+def _weights(sizes, rng):
+    return [rng.normal(size=(a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+def _forward(x, weights, gammas, betas, b_out, eps, act, where="right", ddof=0, hidden=None):
+    """The network's logits in float64, and its known-wrong variants through ``where``."""
+    h = x.astype(np.float64)
+    n_hidden = len(weights) - 1 if hidden is None else hidden
+    for i, w in enumerate(weights[:-1]):
+        z = h @ w
+        if i >= n_hidden:
+            h = act(z)
+            continue
+        if where == "bn_after":
+            h = _bn(act(z), gammas[i], betas[i], eps, (0,), ddof)
+        elif where == "no_act_last" and i == len(weights) - 2:
+            h = _bn(z, gammas[i], betas[i], eps, (0,), ddof)
+        elif where == "swapped":
+            h = act(_bn(z, betas[i], gammas[i], eps, (0,), ddof))
+        else:
+            h = act(_bn(z, gammas[i], betas[i], eps, (0,), ddof))
+    logits = h @ weights[-1]
+    if where == "bn_out":
+        return _bn(logits, 1.0, 0.0, eps, (0,)) + b_out
+    if where == "no_b_out":
+        return logits
+    if where == "softmax":
+        e = np.exp((logits + b_out) - (logits + b_out).max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return logits + b_out
+
+
+_ACTIVATIONS = {"sigmoid": lambda u: 1 / (1 + np.exp(-u)), "relu": lambda u: np.maximum(u, 0),
+                "tanh": np.tanh}
 
 
 @checker("2.2")
 def bn_network(network_class):
-    """Exercise 2.2: the BN network of the MNIST experiment, as a tf.Module class."""
+    """Check ``BNNet(weights, epsilon, activation)``: variables and logits in three networks."""
     __tracebackhide__ = True
     import tensorflow as tf
 
-    if not isinstance(network_class, type):
+    for case in cases(dict(sizes=(6, 5, 4, 3), activation="sigmoid", epsilon=1e-3, batch=8,
+                           _seed=31),
+                      dict(sizes=(4, 7, 3, 5, 2), activation="relu", epsilon=0.01, batch=5,
+                           _seed=32),
+                      dict(sizes=(5, 6, 3), activation="tanh", epsilon=0.1, batch=7, _seed=33)):
+        rng = np.random.default_rng(case.seed)
+        weights = _weights(case.sizes, rng)
+        act_tf = {"sigmoid": tf.sigmoid, "relu": tf.nn.relu, "tanh": tf.tanh}[case.activation]
+        model = call(network_class, [w.copy() for w in weights], epsilon=case.epsilon,
+                     activation=act_tf, case=case,
+                     what=f"BNNet(weights, epsilon={case.epsilon}, activation=tf.{case.activation})")
+        hidden = case.sizes[1:-1]
+        _check_variables(model, weights, hidden, case)
+        gammas = [rng.uniform(0.5, 2.0, n).astype(np.float32) for n in hidden]
+        betas = [rng.uniform(-1, 1, n).astype(np.float32) for n in hidden]
+        b_out = rng.uniform(-1, 1, case.sizes[-1]).astype(np.float32)
+        for variable, value in zip([*model.gammas, *model.betas, model.b_out],
+                                   [*gammas, *betas, b_out]):
+            variable.assign(value)
+        x = rng.normal(size=(case.batch, case.sizes[0])).astype(np.float32)
+        x[:, 0] *= 0.02
+        logits = call(model, tf.constant(x), training=True, what="model(x)", case=case)
+        act = _ACTIVATIONS[case.activation]
+
+        def forward(**kw):
+            eps = kw.pop("eps", case.epsilon)
+            activation = _ACTIVATIONS[kw.pop("act")] if "act" in kw else act
+            return _forward(x, weights, gammas, betas, b_out, eps, activation, **kw)
+
+        wrong = [
+            Wrong(forward(where="bn_after"), "BN after the activation: you normalised "
+                  "activation(h @ w) instead of feeding BN(h @ w) into the activation.",
+                  "each hidden layer is activation(BN(h @ w)), as in the lesson."),
+            Wrong(forward(where="no_act_last"), "The last hidden layer has no activation.",
+                  "every hidden layer applies the activation after its BN."),
+            Wrong(forward(where="swapped"), "gamma and beta are swapped.",
+                  "gamma scales (offset comes first in tf.nn.batch_normalization's arguments: "
+                  "use offset= and scale= keywords)."),
+            Wrong(forward(where="bn_out"), "You batch-normalised the output layer too.",
+                  "the output layer is h @ w_out + b_out, with no BN."),
+            Wrong(forward(where="no_b_out"), "The output layer has no bias b_out.",
+                  "logits = h @ self.ws[-1] + self.b_out."),
+            Wrong(forward(where="softmax"), "You applied a softmax to the output.",
+                  "return the logits: the loss applies the softmax itself."),
+            Wrong(forward(ddof=1), "You used the unbiased variance (divided by n - 1).",
+                  "tf.nn.moments returns the biased variance that BN uses."),
+            Wrong(lambda: forward(act="sigmoid") if case.activation != "sigmoid" else None,
+                  "Your network always uses the sigmoid, not the `activation` it is given.",
+                  "store the activation in __init__ and call it in every hidden layer."),
+            Wrong(lambda: forward(hidden=2) if len(hidden) > 2 else None,
+                  "Only the first two hidden layers are batch-normalised: the network was "
+                  "written for the lesson's two hidden layers.",
+                  "loop over all the weight matrices but the last."),
+            Wrong(lambda: forward(hidden=0), "No hidden layer is batch-normalised.",
+                  "each hidden layer is activation(BN(h @ w))."),
+        ]
+        for fixed in (1e-3, 1e-5, 0.0):
+            if fixed != case.epsilon:
+                wrong.append(Wrong(lambda f=fixed: forward(eps=f), "You used a fixed epsilon "
+                                   "instead of the `epsilon` argument.",
+                                   "store epsilon in __init__ and use it in every BN layer."))
+        match(logits, forward(), case=case, name="the logits", tensor=True, wrong=wrong,
+              atol=2e-4, rtol=2e-4,
+              selftest="run one hidden layer by hand: z = x @ ws[0], then tf.nn.moments(z, [0]), "
+                       "normalise, scale, shift, activation; compare with your network's first "
+                       "layer.")
+    return "variables and logits match in 3 networks (1 to 3 hidden layers; sigmoid, ReLU, tanh)"
+
+
+def _check_variables(model, weights, hidden, case) -> None:
+    __tracebackhide__ = True
+    import tensorflow as tf
+
+    for name, count in (("ws", len(weights)), ("gammas", len(hidden)), ("betas", len(hidden))):
+        value = getattr(model, name, None)
+        if not isinstance(value, (list, tuple)) or len(value) != count or \
+                not all(isinstance(v, tf.Variable) for v in value):
+            got = f"a list of {len(value)}" if isinstance(value, (list, tuple)) else \
+                "missing" if value is None else f"a {type(value).__name__}"
+            raise ExerciseMistake(
+                f"In {case}: `self.{name}` is {got}; expected a list of {count} tf.Variables"
+                + (" (one per hidden layer)." if name != "ws" else " (one per weight matrix).")
+                + (" The network was written for a fixed number of layers?" if
+                   isinstance(value, (list, tuple)) else ""),
+                "build the lists with a loop over `weights` (all of them for ws, all but the "
+                "last for gammas and betas).")
+    if not isinstance(getattr(model, "b_out", None), tf.Variable):
+        raise ExerciseMistake(f"In {case}: `self.b_out` is missing or not a tf.Variable.",
+                              "create the output layer's bias: tf.Variable(tf.zeros(n_out)).")
+    want = {"ws": weights, "gammas": [np.ones(n) for n in hidden],
+            "betas": [np.zeros(n) for n in hidden], "b_out": np.zeros(weights[-1].shape[1])}
+    got = {"ws": list(model.ws), "gammas": list(model.gammas), "betas": list(model.betas),
+           "b_out": model.b_out}
+    match({k: tuple(v) if isinstance(v, list) else v for k, v in got.items()},
+          {k: tuple(v) if isinstance(v, list) else v for k, v in want.items()}, case=case,
+          name="the new network's variables", wrong=[
+              Wrong({"gammas": tuple(np.zeros(n) for n in hidden),
+                     "betas": tuple(np.ones(n) for n in hidden)},
+                    "gamma starts at 0 and beta at 1: swapped.",
+                    "gamma (the scale) starts at ones, beta (the shift) at zeros.")],
+          selftest="ws holds the given matrices; gammas start at ones, betas at zeros, b_out at "
+                   "zeros.")
+    expected = len(weights) + 2 * len(hidden) + 1
+    found = len(model.trainable_variables)
+    if found != expected:
         raise ExerciseMistake(
-            f"Expected the class BNNet, got {type(network_class).__name__!r} object.",
-            "pass the class itself: check.bn_network(BNNet), not check.bn_network(BNNet(...)).",
-        )
-    rng = np.random.default_rng(22)
-    weights = [rng.normal(size=(m, n)).astype(np.float32) for m, n in zip(SIZES, SIZES[1:])]
-    model = call(network_class, [w.copy() for w in weights], epsilon=EPS_2_2,
-                 what="BNNet(weights, epsilon)")
-    _variable_report(model, weights)
-    # Give gamma, beta and b3 values that tell them apart, as training would.
-    for name in VARIABLES:
-        if name[0] in "gb":
-            variable = getattr(model, name)
-            low, high = (0.5, 2.0) if name.startswith("gamma") else (-1.0, 1.0)
-            variable.assign(rng.uniform(low, high, size=variable.shape).astype(np.float32))
-    x = tf.constant(rng.uniform(0.0, 1.0, size=(BATCH, SIZES[0])), dtype=tf.float32)
-    params = {name: getattr(model, name).numpy().astype(np.float64) for name in VARIABLES}
-    variants = _network_variants(x.numpy().astype(np.float64), params, EPS_2_2)
-    right = variants.pop("right")[0]
-    for training in (True, False):
-        out = as_array(call(model, x, training=training, what=f"model(x, training={training})"),
-                       f"model(x, training={training})", want_tensor=True)
-        if out.shape == right.shape and np.allclose(out, right, **TOLERANCE):
-            continue
-        for value, mistake, hint in variants.values():
-            if np.allclose(out, value, **TOLERANCE):
-                raise ExerciseMistake(mistake, hint)
-        expect_shape(out, right.shape, f"model(x, training={training})")
-        worst = float(np.max(np.abs(out - right)))
-        raise ExerciseMistake(
-            f"model(x, training={training}) gives wrong logits (off by up to {worst:.3g}), and "
-            "they match none of the usual mistakes.",
-            "per hidden layer: z = h @ w, batch-normalise z over axis 0 with gamma, beta and "
-            "self.epsilon, then sigmoid; the logits are h2 @ w3 + b3.",
-        )
-    return f"variables and logits match the BN network ({' -> '.join(map(str, SIZES))} units)"
+            f"In {case}: the network has {found} trainable variables; expected {expected} "
+            f"({len(weights)} weight matrices, {len(hidden)} gammas and betas, and b_out).",
+            "no bias before BN: BN's mean subtraction removes it (beta takes its role).")

@@ -1,15 +1,20 @@
 """Checkers for chapter 4: the Keras BatchNormalization layer.
 
-Each checker builds a tiny model on small synthetic data, runs the learner's code once, and
-recognises the usual mistakes by what they do: did the moving statistics change when they should
-(or should not) have, did the weights take the expected step, does the answer depend on the batch?
+Each checker runs three cases that differ in everything a learner could fix in their code: the
+momentum, the batch and layer sizes, the layout (dense, NHWC, sequences), the optimizer and its
+learning rate, the positions of the BN layers and whether they sit in nested models. The learner's
+result is compared with what Keras itself does, and each usual mistake is recognised by computing
+it (see :func:`._core.match`).
 """
+
+# The Wrong(lambda: ...) variants below are evaluated inside the loop iteration that makes them.
+# ruff: noqa: B023
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._core import ExerciseMistake, as_array, call, checker
+from ._core import ExerciseMistake, Wrong, call, cases, checker, match
 
 
 def _keras():
@@ -18,324 +23,499 @@ def _keras():
     return keras
 
 
-def _pair(result, names=("new_mean", "new_variance")):
-    """Validate a (mean, variance) pair of NumPy arrays."""
-    __tracebackhide__ = True
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise ExerciseMistake(
-            f"Expected a pair ({names[0]}, {names[1]}), got {type(result).__name__}"
-            + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "") + ".",
-            f"end with `return {names[0]}, {names[1]}`.",
-        )
-    return tuple(as_array(value, name, want_tensor=False) for value, name in zip(result, names))
+# --- exercise 4.1: the moving statistics after several batches ----------------------------------
 
-
-def _keras_update(moving_mean, moving_variance, batch, momentum):
-    """What keras.layers.BatchNormalization itself stores after one training-mode call."""
+def _keras_moving(mean, variance, batches, momentum):
+    """What keras.layers.BatchNormalization stores after one training-mode call per batch."""
     layer = _keras().layers.BatchNormalization(momentum=momentum)
-    layer.build(batch.shape)
-    layer.moving_mean.assign(moving_mean)
-    layer.moving_variance.assign(moving_variance)
-    layer(batch, training=True)
+    layer.build(batches[0].shape)
+    layer.moving_mean.assign(mean)
+    layer.moving_variance.assign(variance)
+    for batch in batches:
+        layer(batch, training=True)
     return layer.moving_mean.numpy(), layer.moving_variance.numpy()
 
 
+def _by_hand(mean, variance, batches, momentum, weight_old=True, ddof=0, axes=None,
+             update_variance=True):
+    mean, variance = np.asarray(mean, np.float64), np.asarray(variance, np.float64)
+    for batch in batches:
+        b = np.asarray(batch, np.float64)
+        over = tuple(range(b.ndim - 1)) if axes is None else axes
+        m, v = b.mean(axis=over), b.var(axis=over, ddof=ddof)
+        keep = momentum if weight_old else 1 - momentum
+        mean = keep * mean + (1 - keep) * m
+        if update_variance:
+            variance = keep * variance + (1 - keep) * v
+    return mean, variance
+
+
 @checker("4.1")
-def moving_average_update(fn):
-    """Check ``fn(moving_mean, moving_variance, batch, momentum) -> (new_mean, new_variance)``."""
+def moving_statistics(fn):
+    """Check ``moving_statistics(moving_mean, moving_variance, batches, momentum)``."""
     __tracebackhide__ = True
-    rng = np.random.default_rng(41)
-    batch = rng.normal(3.0, 2.0, size=(6, 3)).astype(np.float32)
-    old_mean = np.array([0.5, -1.0, 2.0], dtype=np.float32)
-    old_var = np.array([1.0, 2.0, 0.5], dtype=np.float32)
-    mean, var_biased = batch.mean(axis=0), batch.var(axis=0)
-    var_unbiased = batch.var(axis=0, ddof=1)
+    for case in cases(dict(batches="2 dense (6, 3), (4, 3)", momentum=0.9, _seed=1,
+                           _shapes=[(6, 3), (4, 3)]),
+                      dict(batches="3 NHWC (2, 3, 4, 5)", momentum=0.7, _seed=2,
+                           _shapes=[(2, 3, 4, 5)] * 3),
+                      dict(batches="1 sequence (5, 6, 2)", momentum=0.95, _seed=3,
+                           _shapes=[(5, 6, 2)])):
+        rng = np.random.default_rng(case.seed)
+        features = case.shapes[0][-1]
+        batches = [(rng.normal(size=s) * rng.uniform(0.5, 3, features)
+                    + rng.uniform(-3, 3, features)).astype(np.float32) for s in case.shapes]
+        old_mean = rng.normal(size=features).astype(np.float32)
+        old_var = rng.uniform(0.5, 2.0, features).astype(np.float32)
+        result = call(fn, old_mean.copy(), old_var.copy(), [b.copy() for b in batches],
+                      case.momentum, what="moving_statistics", case=case)
+        want_mean, want_var = _keras_moving(old_mean, old_var, batches, case.momentum)
+        m = case.momentum
 
-    for momentum in (0.9, 0.99):
-        new_mean, new_var = _pair(call(fn, old_mean.copy(), old_var.copy(), batch.copy(), momentum))
-        if new_mean.shape != old_mean.shape or new_var.shape != old_var.shape:
-            raise ExerciseMistake(
-                f"Wrong shapes: got {new_mean.shape} and {new_var.shape} for 3 features, "
-                f"expected {old_mean.shape} each.",
-                "one statistic per feature: reduce over the batch axis (axis=0) only.",
-            )
-        want_mean, want_var = _keras_update(old_mean, old_var, batch, momentum)
+        def hand(**kw):
+            mean, var = _by_hand(old_mean, old_var, batches, kw.pop("momentum", m), **kw)
+            return {"moving mean": mean, "moving variance": var}
 
-        def close(a, b):
-            return np.allclose(a, b, rtol=1e-5, atol=1e-6)
-
-        if close(new_mean, want_var) and close(new_var, want_mean):
-            raise ExerciseMistake("The two results are swapped.",
-                                  "return the mean first, then the variance.")
-        if close(new_mean, momentum * mean + (1 - momentum) * old_mean):
-            raise ExerciseMistake(
-                "You weighted the batch statistic by `momentum` and the old value by "
-                "`1 - momentum`: that is PyTorch's convention.",
-                "in Keras, `momentum` is the weight of the OLD moving value (0.99 keeps 99% of "
-                "it).",
-            )
-        if close(new_mean, mean) and close(new_var, var_biased):
-            raise ExerciseMistake(
-                "You returned the batch statistics themselves, not a moving average.",
-                "blend them with the old moving values, weighted by momentum and 1 - momentum.",
-            )
-        other = 0.99 if momentum == 0.9 else 0.9
-        if close(new_mean, other * old_mean + (1 - other) * mean) and not close(new_mean,
-                                                                                want_mean):
-            raise ExerciseMistake(
-                f"Called with momentum={momentum}, your result is the update for "
-                f"momentum={other}: the `momentum` argument is ignored.",
-                "use the argument, not a hard-coded number.",
-            )
-        if not close(new_mean, want_mean):
-            raise ExerciseMistake(
-                f"new_mean is wrong (momentum={momentum}).",
-                "new = momentum * old + (1 - momentum) * batch mean, with the batch mean taken "
-                "per feature over axis 0.",
-            )
-        if close(new_var, old_var):
-            raise ExerciseMistake("new_variance equals the old moving variance: it was not "
-                                  "updated.", "apply the same rule to the variance.")
-        if close(new_var, momentum * old_var + (1 - momentum) * var_unbiased):
-            raise ExerciseMistake(
-                "You used the unbiased batch variance (divided by n - 1).",
-                "Keras stores the biased batch variance in its moving average: np.var with the "
-                "default ddof=0.",
-            )
-        if close(new_var, momentum * old_var + (1 - momentum) * np.sqrt(var_biased)):
-            raise ExerciseMistake("You averaged the standard deviation, not the variance.",
-                                  "the layer keeps a moving VARIANCE: do not take a square root.")
-        if not close(new_var, want_var):
-            raise ExerciseMistake(
-                f"new_variance is wrong (momentum={momentum}).",
-                "new = momentum * old + (1 - momentum) * batch variance (biased, per feature).",
-            )
-    return "matches the moving statistics keras.layers.BatchNormalization stores " \
-        "(momentum 0.9 and 0.99)"
+        pooled = np.concatenate([b.reshape(-1, features) for b in batches])
+        wrong = [
+            Wrong(hand(weight_old=False), "momentum weights the wrong value: in Keras it is the "
+                  "weight of the OLD moving value.",
+                  "moving = momentum * moving + (1 - momentum) * batch statistic."),
+            Wrong(hand(ddof=1), "You averaged in the unbiased batch variance (divided by n - 1); "
+                  "Keras 3 uses the biased one.",
+                  "np.var's default ddof=0 is what the layer uses."),
+            Wrong(hand(update_variance=False),
+                  "Your moving mean is right, but the moving variance did not move.",
+                  "both moving statistics are updated on every training-mode call."),
+            Wrong(lambda: hand(momentum=0.99) if m != 0.99 else None,
+                  "You used Keras' default momentum 0.99 instead of the `momentum` argument.",
+                  "use the momentum the function is given."),
+            Wrong(lambda: dict(zip(("moving mean", "moving variance"),
+                                   _by_hand(old_mean, old_var, batches[-1:], m)))
+                  if len(batches) > 1 else None,
+                  "Only the last batch counted: each batch must update the statistics that the "
+                  "previous batch left.", "loop over the batches and update in place, in order."),
+            Wrong(lambda: dict(zip(("moving mean", "moving variance"),
+                                   _by_hand(old_mean, old_var, [pooled], m)))
+                  if len(batches) > 1 else None,
+                  "You pooled all batches into one and made a single update; the layer makes one "
+                  "update per call.", "loop over the batches: one update each, in order."),
+        ]
+        if len(case.shapes[0]) > 2:
+            wrong.append(Wrong(hand(axes=(0,)), "You took the statistics over axis 0 only; for "
+                               "images and sequences the layer averages over every axis but the "
+                               "last (the features).",
+                               "reduce over axes (0, 1, ..., ndim - 2): one value per feature."))
+        match(result, {"moving mean": want_mean, "moving variance": want_var}, case=case,
+              name="moving_statistics' result", tensor=False, dtype=np.float32, wrong=wrong,
+              selftest="compare with a keras.layers.BatchNormalization(momentum=momentum) whose "
+                       "moving_mean and moving_variance you assign, called once per batch with "
+                       "training=True.")
+    return "matches the moving statistics Keras stores (dense, NHWC and sequence batches; " \
+        "3 momentums)"
 
 
-# --- exercise 4.2: the train step ----------------------------------------------------------------
+# --- shared: small models, built twice from the same seed -------------------------------------
 
-def _tiny_problem():
-    """A tiny BN network and one batch of far-from-normalised synthetic data."""
+def _build(spec: str, seed: int, n_features: int, n_classes: int):
+    """A small model from a spec: "bn-dense" (BN first), "dense-bn" (one BN after a Dense) or
+    "nested" (a Dense -> BN -> ReLU block inside a nested Sequential, then Dense -> BN)."""
+    keras = _keras()
+    layers = keras.layers
+    keras.utils.set_random_seed(seed)
+    body = {
+        "bn-dense": lambda: [layers.BatchNormalization(momentum=0.9),
+                             layers.Dense(10, use_bias=False),
+                             layers.BatchNormalization(momentum=0.9), layers.ReLU()],
+        "dense-bn": lambda: [layers.Dense(12, use_bias=False),
+                             layers.BatchNormalization(momentum=0.8), layers.ReLU()],
+        "nested": lambda: [keras.Sequential([layers.Dense(8, use_bias=False),
+                                             layers.BatchNormalization(momentum=0.95),
+                                             layers.ReLU()], name="block"),
+                           layers.Dense(6, use_bias=False),
+                           layers.BatchNormalization(momentum=0.7), layers.ReLU()],
+    }[spec]()
+    return keras.Sequential([keras.Input((n_features,)), *body, layers.Dense(n_classes)])
+
+
+def _state(model):
     from .. import keras_demos as kd
 
-    x, y = kd.far_clusters(n=32, seed=42)
-    return kd, x, y
+    return {"BN moving statistics": tuple(kd.moving_stats(model)),
+            "trainable weights": tuple(v.numpy().copy() for v in model.trainable_variables)}
 
 
-def _twin_models(kd, seed=4):
-    """Two independent models with identical initial weights."""
-    first = kd.dense_bn_model(seed=seed, momentum=0.9)
-    second = kd.dense_bn_model(seed=seed, momentum=0.9)
-    second.set_weights(first.get_weights())
-    return first, second
+def _optimizer(kind: str):
+    keras = _keras()
+    return {"SGD(0.1)": lambda: keras.optimizers.SGD(0.1),
+            "Adam(0.01)": lambda: keras.optimizers.Adam(0.01),
+            "SGD(0.05, momentum=0.9)": lambda: keras.optimizers.SGD(0.05, momentum=0.9)}[kind]()
 
 
-def _reference_step(model, optimizer, loss_fn, x, y, training=True):
+def _step(model, optimizer, loss_fn, x, y, training=True, calls_before=0):
+    """A reference step (eager): returns (loss, accuracy) of the forward pass it used."""
     import tensorflow as tf
 
+    for _ in range(calls_before):
+        model(x, training=True)
     with tf.GradientTape() as tape:
-        loss = loss_fn(y, model(x, training=training))
+        logits = model(x, training=training)
+        loss = loss_fn(y, logits)
     grads = tape.gradient(loss, model.trainable_variables)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    return float(loss)
+    accuracy = float(np.mean(np.argmax(logits.numpy(), axis=1) == y))
+    return float(loss), accuracy
 
 
-def _trainable_arrays(model):
-    return [v.numpy().copy() for v in model.trainable_variables]
-
-
-def _all_close(a, b, atol=1e-5):
-    return len(a) == len(b) and all(np.allclose(u, v, atol=atol) for u, v in zip(a, b))
+_GRAPH_ERRORS = (
+    ("Cannot convert a symbolic", "Your train_step calls a NumPy function on a tensor inside "
+     "tf.function, where tensors are symbolic and have no values yet.",
+     "use TensorFlow operations for the accuracy: tf.argmax, tf.cast, tf.reduce_mean."),
+    ("has no attribute 'numpy'", "Your train_step calls .numpy() inside tf.function, where "
+     "tensors are symbolic and have no values yet.",
+     "keep everything a tensor: tf.argmax, tf.cast, tf.reduce_mean; return tensors."),
+    ("singleton tf.Variables", "Your train_step creates a new optimizer or variable on every call; "
+     "tf.function allows that only once.", "use the optimizer passed in."),
+)
 
 
 @checker("4.2")
 def train_step(fn):
-    """Check ``fn(model, optimizer, loss_fn, x, y) -> loss``: one SGD step in training mode."""
+    """Check ``train_step(model, optimizer, loss_fn, x, y) -> (loss, accuracy)``."""
     __tracebackhide__ = True
     keras = _keras()
-    kd, x, y = _tiny_problem()
+    import tensorflow as tf
+
+    from .. import keras_demos as kd
+
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for case in cases(
+            dict(model="BN, Dense, BN", optimizer="SGD(0.1)", batch=32, features=4, classes=3,
+                 tf_function=False, _seed=1),
+            dict(model="Dense, BN", optimizer="Adam(0.01)", batch=24, features=5, classes=4,
+                 tf_function=False, _seed=2),
+            dict(model="nested block with BN, Dense, BN", optimizer="SGD(0.05, momentum=0.9)",
+                 batch=16, features=3, classes=2, tf_function=True, _seed=3)):
+        spec = {"BN, Dense, BN": "bn-dense", "Dense, BN": "dense-bn"}.get(case.model, "nested")
+        x, y = kd.far_clusters(n=case.batch, n_features=case.features, n_classes=case.classes,
+                               seed=case.seed)
 
-    mine, reference = _twin_models(kd)
-    start_weights = _trainable_arrays(mine)
-    start_stats = kd.moving_stats(mine)
-    loss = call(fn, mine, keras.optimizers.SGD(0.1), loss_fn, x, y, what="your train_step")
-    want_loss = _reference_step(reference, keras.optimizers.SGD(0.1), loss_fn, x, y)
+        def model():
+            return _build(spec, case.seed, case.features, case.classes)
 
-    stats_moved = not kd.same_arrays(start_stats, kd.moving_stats(mine))
-    weights_moved = not kd.same_arrays(start_weights, _trainable_arrays(mine))
-    if not stats_moved:
-        raise ExerciseMistake(
-            "`training` missing: the BN moving statistics did not change, so the model ran in "
-            "inference mode during the train step.",
-            "Keras layers run in inference mode unless told otherwise: pass training=True when "
-            "you call the model inside the GradientTape.",
-        )
-    if not weights_moved:
-        raise ExerciseMistake(
-            "No trainable weight changed.",
-            "compute the gradients with tape.gradient(loss, model.trainable_variables) and apply "
-            "them with optimizer.apply_gradients(zip(grads, model.trainable_variables)).",
-        )
-    if not _all_close(kd.moving_stats(mine), kd.moving_stats(reference)):
-        raise ExerciseMistake(
-            "The moving statistics moved further than one training-mode call moves them: the "
-            "model ran in training mode more than once in your step.",
-            "call the model once per step, inside the tape, with training=True.",
-        )
-    # Same start, one step from an inference-mode pass, with the statistics before or after
-    # one training-mode call (a learner may call the model twice, in either order).
-    twin, twin_updated = _twin_models(kd)
-    inference_loss = _reference_step(twin, keras.optimizers.SGD(0.1), loss_fn, x, y,
-                                     training=False)
-    twin_updated(x, training=True)
-    _reference_step(twin_updated, keras.optimizers.SGD(0.1), loss_fn, x, y, training=False)
-    if any(_all_close(_trainable_arrays(mine), _trainable_arrays(t))
-           for t in (twin, twin_updated)):
-        raise ExerciseMistake(
-            "The gradients were computed from an inference-mode forward pass: the loss inside "
-            "the tape came from a call without training=True (a second call?).",
-            "compute the loss from the training-mode call, inside the tape.",
-        )
-    if not _all_close(_trainable_arrays(mine), _trainable_arrays(reference)):
-        raise ExerciseMistake(
-            "The weights did not take the expected step of the optimizer you were given.",
-            "use the loss_fn and optimizer passed in; take the gradient of the loss with respect "
-            "to model.trainable_variables.",
-        )
-    value = as_array(loss, "the returned loss", dtype=None)
-    if value.size != 1:
-        raise ExerciseMistake(f"The returned loss has shape {value.shape}; expected a scalar.",
-                              "return loss_fn(y, logits), the mean over the batch.")
-    if np.isclose(float(value), inference_loss, rtol=1e-5) and not np.isclose(
-            float(value), want_loss, rtol=1e-5):
-        raise ExerciseMistake("The returned loss is the inference-mode loss.",
-                              "return the loss computed inside the tape.")
-    if not np.isclose(float(value), want_loss, rtol=1e-4):
-        raise ExerciseMistake(f"The returned loss {float(value):.4f} is not this step's loss.",
-                              "return the loss computed inside the tape, before the update.")
-    return "training mode inside the tape, one optimizer step, the same weights as a reference step"
+        mine = model()
+        start = _state(mine)
+        step = tf.function(fn) if case.tf_function else fn
+        optimizer = _optimizer(case.optimizer)
+        optimizer.build(mine.trainable_variables)  # its slots exist: tf.function traces once
+        try:
+            result = call(step, mine, optimizer, loss_fn, tf.constant(x),
+                          tf.constant(y), what="train_step", case=case)
+        except ExerciseMistake as err:
+            for text, mistake, hint in _GRAPH_ERRORS:
+                if text in err.mistake:
+                    raise ExerciseMistake(f"In {case}: {mistake}", hint) from None
+            raise
+        reference = model()
+        want_loss, want_accuracy = _step(reference, _optimizer(case.optimizer), loss_fn, x, y)
+        want = _state(reference)
+
+        def variant(training=True, calls_before=0, optimizer=case.optimizer, stats_calls=None):
+            twin = model()
+            _step(twin, _optimizer(optimizer), loss_fn, x, y, training, calls_before)
+            state = _state(twin)
+            if stats_calls is not None:
+                state["BN moving statistics"] = _stats_after(model, x, stats_calls)
+            return state
+
+        match(_state(mine), want, case=case, name="the model after your step", wrong=[
+            Wrong(lambda: variant(training=False),
+                  "`training` missing: the BN moving statistics did not change, so the model ran "
+                  "in inference mode during the train step.",
+                  "Keras layers run in inference mode unless told otherwise: pass training=True "
+                  "when you call the model inside the GradientTape."),
+            Wrong({"trainable weights": start["trainable weights"]},
+                  "No trainable weight changed.",
+                  "compute the gradients with tape.gradient(loss, model.trainable_variables) and "
+                  "apply them with optimizer.apply_gradients(zip(grads, "
+                  "model.trainable_variables))."),
+            Wrong(lambda: variant(calls_before=1, training=False),
+                  "The gradients came from an inference-mode forward pass: the loss inside the "
+                  "tape came from a call without training=True (a second call?).",
+                  "compute the loss from the training-mode call, inside the tape, and call the "
+                  "model once per step."),
+            Wrong(lambda: variant(stats_calls=2),
+                  "The moving statistics moved twice: the model ran in training mode twice in "
+                  "your step.", "call the model once per step, inside the tape, with "
+                  "training=True."),
+            Wrong(lambda: variant(optimizer="SGD(0.1)") if case.optimizer != "SGD(0.1)" else None,
+                  "The weights took a step of SGD(0.1), not of the optimizer you were given.",
+                  "use the `optimizer` argument: the check passes different optimizers and "
+                  "learning rates."),
+        ], selftest="train two copies of one model, one with your step and one with the lesson's "
+                    "train_step, and compare model.get_weights().")
+        match(result, {"loss": want_loss, "accuracy": want_accuracy}, case=case,
+              name="train_step's result", atol=1e-5, wrong=[
+                  Wrong({"accuracy": 100 * want_accuracy}, "Your accuracy is a percentage.",
+                        "return a fraction between 0 and 1."),
+                  Wrong({"accuracy": want_accuracy * case.batch},
+                        "Your accuracy is a count of correct predictions.",
+                        "divide by the batch size (tf.reduce_mean of the 0/1 values does it)."),
+                  Wrong(lambda: {"accuracy": _accuracy(model(), x, y, training=False)},
+                        "Your accuracy comes from an inference-mode call before the step, not "
+                        "from the logits of the step itself.",
+                        "reuse the logits of the training-mode call inside the tape."),
+                  Wrong(lambda: {"loss": _step(model(), _optimizer(case.optimizer), loss_fn, x, y,
+                                               training=False)[0]},
+                        "The returned loss is the inference-mode loss.",
+                        "return the loss computed inside the tape."),
+              ], selftest="compute loss_fn(y, logits) and the share of tf.argmax(logits, axis=1) "
+                          "== y yourself from one model(x, training=True) call on a copy.")
+    return "training mode, one step of the given optimizer, loss and accuracy of that step; " \
+        "works inside tf.function"
 
 
-# --- exercise 4.3: evaluation in inference mode --------------------------------------------------
+def _stats_after(build, x, calls: int):
+    from .. import keras_demos as kd
 
-def _trained_model_and_sorted_test():
-    """A tiny BN network trained for a few steps, and a test set sorted by label."""
-    keras = _keras()
-    kd, _, _ = _tiny_problem()
-    x, y = kd.far_clusters(n=352, seed=43)
-    x_train, y_train, x_test, y_test = x[:192], y[:192], x[192:], y[192:]
-    model = kd.dense_bn_model(seed=5, momentum=0.5)   # low momentum: statistics settle fast
-    optimizer = keras.optimizers.SGD(0.2)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    for xb, yb in kd.batches(x_train, y_train, 32):       # one short epoch: 6 steps
-        _reference_step(model, optimizer, loss_fn, xb, yb)
-    order = np.argsort(y_test, kind="stable")
-    return kd, model, x_test[order], y_test[order]
+    twin = build()
+    for _ in range(calls):
+        twin(x, training=True)
+    return tuple(kd.moving_stats(twin))
+
+
+def _accuracy(model, x, y, training=False) -> float:
+    return float(np.mean(np.argmax(model(x, training=training).numpy(), axis=1) == y))
+
+
+# --- exercise 4.3: evaluation in inference mode, accuracy and loss ------------------------------
+
+def _trained(spec: str, seed: int, features: int, classes: int, n_test: int):
+    """A small BN model with moving statistics of a 'trained' model, and a test set sorted by
+    label (a single class per batch is where batch statistics go wrong)."""
+    from .. import keras_demos as kd
+
+    x, y = kd.far_clusters(n=n_test, n_features=features, n_classes=classes, seed=seed)
+    model = _build(spec, seed, features, classes)
+    h = x
+    for layer in model.layers:       # set each BN layer's statistics to those of its input
+        if isinstance(layer, _keras().layers.BatchNormalization):
+            layer.moving_mean.assign(np.mean(h, axis=0))
+            layer.moving_variance.assign(np.var(h, axis=0) * 1.5)
+        h = layer(h, training=False)
+    order = np.argsort(y, kind="stable")
+    return model, x[order], y[order]
+
+
+def _flags(model) -> dict:
+    """{layer path: trainable} for every layer, nested ones included, and the model itself."""
+    flags = {model.name: bool(model.trainable)}
+    for layer in getattr(model, "layers", []):
+        flags[f"{model.name}/{layer.name}"] = bool(layer.trainable)
+        if hasattr(layer, "layers"):
+            flags.update({f"{model.name}/{k}": v for k, v in _flags(layer).items()})
+    return flags
+
+
+def _evaluate_reference(model, x, y, batch_size, training=False, drop_last=False,
+                        mean_of_means=False):
+    import tensorflow as tf
+
+    correct, losses, sizes = 0, [], []
+    stop = len(x) - len(x) % batch_size if drop_last and len(x) % batch_size else len(x)
+    for start in range(0, stop, batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        logits = model(xb, training=training).numpy()
+        correct += int(np.sum(np.argmax(logits, axis=1) == yb))
+        per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits).numpy()
+        losses.append(per_sample.mean())
+        sizes.append(len(yb))
+    count = stop
+    loss = float(np.mean(losses)) if mean_of_means else float(np.dot(losses, sizes) / count)
+    return {"accuracy": correct / count, "loss": loss}
 
 
 @checker("4.3")
-def evaluate_accuracy(fn):
-    """Check ``fn(model, x, y, batch_size) -> accuracy`` runs BN in inference mode."""
+def evaluate(fn):
+    """Check ``evaluate(model, x, y, batch_size) -> (accuracy, loss)`` in inference mode."""
     __tracebackhide__ = True
-    kd, model, x, y = _trained_model_and_sorted_test()
-    want = kd.inference_accuracy(model, x, y)
-    start_stats = kd.moving_stats(model)
-    result = call(fn, model, x, y, 48, what="your evaluate_accuracy")  # last batch: 16
-    if not kd.same_arrays(start_stats, kd.moving_stats(model)):
-        raise ExerciseMistake(
-            "`training` always on: evaluating changed the BN moving statistics, so the model "
-            "ran in training mode (batch statistics) at evaluation.",
-            "at evaluation call the model without `training=True` (or with training=False); "
-            "predictions must not depend on the other samples in the batch.",
-        )
-    value = as_array(result, "your accuracy", dtype=None)
-    if value.size != 1:
-        raise ExerciseMistake(f"Your accuracy has shape {value.shape}; expected one number.",
-                              "average the correct predictions over ALL samples.")
-    value = float(value)
-    if np.isclose(value, 100 * want, atol=1e-6) and want > 0:
-        raise ExerciseMistake("Your accuracy is a percentage.",
-                              "return a fraction between 0 and 1.")
-    if not np.isclose(value, want, atol=1e-6):
-        raise ExerciseMistake(
-            f"Your accuracy {value:.4f} differs from the inference-mode accuracy on the same "
-            "data.",
-            "compare np.argmax(logits, axis=1) with the labels over every sample, including "
-            "the last, smaller batch, and divide by the number of samples.",
-        )
-    return f"inference mode; accuracy {value:.3f} on a test set sorted by label, statistics " \
-        "untouched"
+    for case in cases(dict(model="BN, Dense, BN", n=160, batch_size=48, classes=3, _seed=11),
+                      dict(model="Dense, BN", n=100, batch_size=30, classes=4, _seed=12),
+                      dict(model="nested block with BN, Dense, BN", n=90, batch_size=64,
+                           classes=2, _seed=13)):
+        spec = {"BN, Dense, BN": "bn-dense", "Dense, BN": "dense-bn"}.get(case.model, "nested")
+        model, x, y = _trained(spec, case.seed, 4, case.classes, case.n)
+        before = {**_state(model), **{"flag " + k: v for k, v in _flags(model).items()}}
+        want = _evaluate_reference(model, x, y, case.batch_size)
+        result = call(fn, model, x, y, case.batch_size, what="evaluate", case=case)
+        after = {**_state(model), **{"flag " + k: v for k, v in _flags(model).items()}}
+        if not _same(before["BN moving statistics"], after["BN moving statistics"]):
+            raise ExerciseMistake(
+                "`training` on: evaluating changed the BN moving statistics, so the model ran "
+                "in training mode (batch statistics) at evaluation.",
+                "at evaluation call the model with training=False (or without `training`); "
+                "predictions must not depend on the other samples in the batch.")
+        changed = [k[5:] for k in before if k.startswith("flag ") and before[k] != after[k]]
+        if changed:
+            raise ExerciseMistake(
+                f"Evaluating changed `trainable` of {', '.join(changed)}: the model is left "
+                "frozen (or unfrozen) after your evaluation.",
+                "evaluation needs no change of `trainable`: training=False alone selects "
+                "inference mode, and it changes nothing.")
+        match(after, before, case=case, name="the model after evaluation")
+        fresh = model  # unchanged, as just checked
+        match(result, want, case=case, name="evaluate's result", atol=1e-5, wrong=[
+            Wrong({"accuracy": 100 * want["accuracy"]}, "Your accuracy is a percentage.",
+                  "return a fraction between 0 and 1."),
+            Wrong({"accuracy": want["accuracy"] * case.n},
+                  "Your accuracy is a count of correct predictions.",
+                  "divide by the number of samples."),
+            Wrong(lambda: _evaluate_reference(fresh, x, y, case.batch_size, mean_of_means=True)
+                  if case.n % case.batch_size else None,
+                  "Your loss is the plain mean of the batches' mean losses, but the last batch "
+                  "is smaller: its samples count more that way.",
+                  "weight each batch's mean loss by its size (or sum the per-sample losses) and "
+                  "divide by the number of samples."),
+            Wrong(lambda: _evaluate_reference(fresh, x, y, case.batch_size, drop_last=True)
+                  if case.n % case.batch_size else None,
+                  "You skipped the last, smaller batch.",
+                  "range(0, len(x), batch_size) includes the last partial batch."),
+            Wrong({"loss": want["loss"] * case.n}, "Your loss is the sum over samples, not the "
+                  "mean.", "divide by the number of samples."),
+        ], selftest="on a copy of the model, compare with one call on all of x: "
+                    "model(x, training=False) and keras.losses.SparseCategoricalCrossentropy("
+                    "from_logits=True).")
+    return "inference mode, model untouched; accuracy and sample-weighted loss in 3 cases " \
+        "(test sets sorted by label, smaller last batches)"
 
 
-# --- exercise 4.4: fine-tuning with frozen BN ----------------------------------------------------
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
 
-def _pretrained_base_and_model():
-    """A frozen 'pretrained' base (non-trivial moving statistics) with a new head on top."""
+
+# --- exercise 4.4: fine-tuning with frozen BN, nested models included --------------------------
+
+def _pretrained(spec: str, seed: int):
+    """A frozen 'pretrained' base with BN layers at the positions the spec names."""
     keras = _keras()
+    layers = keras.layers
+
+    def dense(name, units, bias=False):
+        return layers.Dense(units, use_bias=bias, name=name)
+
+    def bn(name):
+        return layers.BatchNormalization(name=name)
+
+    keras.utils.set_random_seed(seed)
+    if spec == "flat":        # BN at positions 1 and 4
+        base = keras.Sequential([keras.Input((4,)), dense("dense1", 8), bn("bn1"), layers.ReLU(),
+                                 dense("dense2", 8), bn("bn2"), layers.ReLU()], name="base")
+    elif spec == "nested":    # BN first, then a nested block holding Dense -> BN
+        block = keras.Sequential([dense("dense2", 6), bn("bn2"), layers.ReLU()], name="block")
+        base = keras.Sequential([keras.Input((5,)), bn("bn1"), dense("dense1", 6, True), block],
+                                name="base")
+    else:                     # functional, two levels of nesting, BN only inside the blocks
+        inner = keras.Sequential([dense("dense2", 5), bn("bn1")], name="inner")
+        outer = keras.Sequential([dense("dense1", 5, True), inner, layers.ReLU()], name="outer")
+        inputs = keras.Input((3,))
+        base = keras.Model(inputs, dense("dense3", 4, True)(outer(inputs)), name="base")
     from .. import keras_demos as kd
 
-    keras.utils.set_random_seed(6)
-    base = keras.Sequential([
-        keras.Input((4,)),
-        keras.layers.Dense(8, use_bias=False), keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-        keras.layers.Dense(8, use_bias=False), keras.layers.BatchNormalization(),
-        keras.layers.ReLU(),
-    ])
-    rng = np.random.default_rng(44)
+    rng = np.random.default_rng(seed)
     for layer in kd.bn_layers(base):     # pretend these were learned on the old data
-        layer.moving_mean.assign(rng.normal(size=8).astype(np.float32))
-        layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=8).astype(np.float32))
-    base.trainable = False                # the state after training the new head (step 1)
-    inputs = keras.Input((4,))
-    model = keras.Model(inputs, keras.layers.Dense(3)(base(inputs, training=False)))
-    return kd, base, model
+        n = layer.moving_mean.shape[0]
+        layer.moving_mean.assign(rng.normal(size=n).astype(np.float32))
+        layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=n).astype(np.float32))
+    base.trainable = False               # the state after training a new head
+    return base
+
+
+def _want_flags(model, bn_trainable=False, others=True, recurse=True, depth=0) -> dict:
+    """{layer name: trainable} for one way of setting the flags (nested layers included)."""
+    keras = _keras()
+    flags = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            flags[layer.name] = bn_trainable if (recurse or depth == 0) else others
+        elif hasattr(layer, "layers"):
+            flags[layer.name] = others
+            flags.update(_want_flags(layer, bn_trainable, others, recurse, depth + 1))
+        elif layer.weights:
+            flags[layer.name] = others
+    return flags
+
+
+def _containers_frozen(base) -> dict:
+    """The flags after unfreezing the base and then freezing every top-level nested model (and
+    so everything inside it) along with the BN layers."""
+    flags = _want_flags(base)
+    for layer in base.layers:
+        if hasattr(layer, "layers"):
+            flags[layer.name] = False
+            flags.update({k: False for k in _want_flags(layer)})
+    return flags
+
+
+def _got_flags(model) -> dict:
+    """{layer name: trainable} as the learner's code left them."""
+    flags = {}
+    for layer in model.layers:
+        if layer.weights or hasattr(layer, "layers"):
+            flags[layer.name] = bool(layer.trainable)
+        if hasattr(layer, "layers"):
+            flags.update(_got_flags(layer))
+    return flags
 
 
 @checker("4.4")
 def prepare_for_finetuning(fn):
-    """Check ``fn(base)``: the base's layers trainable again, except its BN layers."""
+    """Check ``prepare_for_finetuning(base)``: every layer trainable except BN, at any depth."""
     __tracebackhide__ = True
-    keras = _keras()
-    kd, base, model = _pretrained_base_and_model()
-    call(fn, base, what="your prepare_for_finetuning")
-    dense_layers = [layer for layer in base.layers if isinstance(layer, keras.layers.Dense)]
-    kernels = [layer.kernel.numpy().copy() for layer in dense_layers]
-    stats = kd.moving_stats(base)
-    bn_weights = [w.numpy().copy() for layer in kd.bn_layers(base)
-                  for w in (layer.gamma, layer.beta)]
+    from .. import keras_demos as kd
 
-    x, y = kd.far_clusters(n=64, seed=45)
-    kd.compile_classifier(model, keras.optimizers.SGD(0.1), run_eagerly=True)
-    model.fit(x / 10.0, y, batch_size=32, epochs=1, verbose=0)
-
-    frozen = [i for i, (layer, k) in enumerate(zip(dense_layers, kernels))
-              if np.array_equal(layer.kernel.numpy(), k)]
-    if len(frozen) == len(dense_layers):
-        raise ExerciseMistake(
-            "The base is still frozen: no Dense kernel of the base changed during fit.",
-            "make the base trainable again first (base.trainable = True), then refreeze only "
-            "the BN layers.",
-        )
-    if frozen:
-        raise ExerciseMistake(
-            f"{len(frozen)} of the base's {len(dense_layers)} Dense layers stayed frozen.",
-            "unfreeze every layer of the base except the BN layers.",
-        )
-    if not kd.same_arrays(stats, kd.moving_stats(base)):
-        raise ExerciseMistake(
-            "`trainable` left on for the BN layers: their moving statistics changed during "
-            "fit, so the pretrained statistics were overwritten.",
-            "set trainable = False on each BatchNormalization layer AFTER unfreezing the base "
-            "(base.trainable = True turns them all back on). In Keras 3, building the model "
-            "with base(inputs, training=False) does not protect them: fit overrides it.",
-        )
-    if not kd.same_arrays(bn_weights, [w.numpy() for layer in kd.bn_layers(base)
-                                       for w in (layer.gamma, layer.beta)]):
-        raise ExerciseMistake("The BN layers' gamma or beta changed.",
-                              "keep the whole BN layer frozen: trainable = False.")
-    return "the base trains, its BN layers keep their pretrained statistics (inference mode " \
-        "inside fit)"
+    for case in cases(dict(base="Sequential: Dense, BN, ReLU, Dense, BN, ReLU", _spec="flat",
+                           _seed=21),
+                      dict(base="Sequential: BN, Dense, nested block (Dense, BN, ReLU)",
+                           _spec="nested", _seed=22),
+                      dict(base="functional: nested (Dense, nested (Dense, BN), ReLU), Dense",
+                           _spec="deep", _seed=23)):
+        base = _pretrained(case.spec, case.seed)
+        stats = kd.moving_stats(base)
+        call(fn, base, what="prepare_for_finetuning", case=case)
+        want = {"trainable flags": _want_flags(base)}
+        got = {"trainable flags": _got_flags(base)}
+        nested_bn = [layer for layer in kd.bn_layers(base) if layer not in base.layers]
+        flat_hint = ("walk the layers recursively: a layer that has `.layers` (a nested model) "
+                     "holds layers of its own, and kd.bn_layers-style recursion finds them.")
+        match(got, want, case=case, name="the base's layers", wrong=[
+            Wrong({"trainable flags": _want_flags(base, bn_trainable=False, others=False)},
+                  "The base is still frozen: no layer of it is trainable.",
+                  "make the base trainable again first (base.trainable = True), then refreeze "
+                  "only the BN layers."),
+            Wrong({"trainable flags": _want_flags(base, bn_trainable=True, others=False)},
+                  "Inverted: your BN layers are trainable and every other layer is frozen.",
+                  "BN layers get trainable = False; everything else True. Check your condition."),
+            Wrong({"trainable flags": _want_flags(base, bn_trainable=True, others=True)},
+                  "`trainable` left on for the BN layers, so fit would overwrite their "
+                  "pretrained moving statistics.",
+                  "set trainable = False on each BatchNormalization layer AFTER unfreezing the "
+                  "base (base.trainable = True turns them all back on)."),
+            Wrong(lambda: {"trainable flags": _want_flags(base, recurse=False)} if nested_bn
+                  else None,
+                  "A BN layer inside a nested model stayed trainable: your loop looks only at "
+                  "base.layers, not inside the nested models.", flat_hint),
+            Wrong(lambda: {"trainable flags": _containers_frozen(base)} if nested_bn else None,
+                  "You froze the whole nested model that holds a BN layer: its Dense layers "
+                  "would not train either.", flat_hint),
+        ], selftest="print [(layer.name, layer.trainable) for layer in base.layers] and do the "
+                    "same inside every layer that has .layers.")
+        # Behaviour: a training-mode call must leave the statistics alone (inference mode).
+        width = base.inputs[0].shape[-1]
+        base(np.random.default_rng(0).normal(size=(8, width)).astype(np.float32) * 5 + 3,
+             training=True)
+        if not kd.same_arrays(stats, kd.moving_stats(base)):
+            raise ExerciseMistake(
+                f"In {case}: the BN moving statistics changed in a training-mode call, although "
+                "every BN layer reports trainable=False.",
+                "set `trainable = False` on the BN layers themselves, not some other flag.")
+    return "every layer of the base trains except its BN layers, nested models included " \
+        "(3 bases)"

@@ -2,14 +2,18 @@
 
     .venv/bin/pytest tests/browser --html-dir=/tmp/site-build/_build/html
 
-`make unit` ignores this folder (it needs a built book and Debian's chromium); `make site-test`
-runs it, and `make test` runs it after the strict book build.
+`make unit` ignores this folder (it needs a built book and a Chromium: BNBOOK_BROWSER, default
+Debian's /usr/bin/chromium, see tools/sitecheck.py); `make site-test` runs it, and `make test` runs
+it after the strict book build.
 """
 
+import sys
 from pathlib import Path
 
 import pytest
-import sitecheck
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import sitecheck  # noqa: E402 - tools/sitecheck.py, also used by tools/bench.py
 
 
 def pytest_addoption(parser):
@@ -44,3 +48,12 @@ def site(html_dir, browser):
     """(base URL, link checker) for the built book."""
     with sitecheck.serve(html_dir) as base_url:
         yield base_url, sitecheck.LinkChecker(browser.context.request)
+
+
+@pytest.fixture(scope="session")
+def axe_report(screenshot_dir):
+    """Collects each page's axe-core results; writes them beside the screenshots (axe.txt)."""
+    lines: list[str] = []
+    yield lines
+    (screenshot_dir.parent / "axe.txt").write_text("".join(f"{line}\n" for line in lines),
+                                                     encoding="utf-8")

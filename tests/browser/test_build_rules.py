@@ -6,14 +6,12 @@ cleanly, the same notebook with a stderr output fails the build with a message n
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 import sitecheck
-
-JUPYTER_BOOK = Path(sys.executable).parent / "jupyter-book"
+from tasks import strict_build
 
 
 def notebook(stderr: bool) -> nbformat.NotebookNode:
@@ -35,10 +33,8 @@ def build(tmp_path: Path, name: str, stderr: bool) -> subprocess.CompletedProces
     (book / "_toc.yml").write_text(
         f"format: jb-book\nroot: index\nchapters:\n  - file: chapters/{name}\n", encoding="utf-8")
     nbformat.write(notebook(stderr), book / "chapters" / f"{name}.ipynb")
-    return subprocess.run(
-        [str(JUPYTER_BOOK), "build", str(book), "--all", "-W", "-n", "--keep-going",
-         "--path-output", str(tmp_path / f"{name}-out")],
-        capture_output=True, text=True, timeout=600)
+    return subprocess.run(strict_build(book, path_output=tmp_path / f"{name}-out"),
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("stderr", [False, True], ids=["quiet", "noisy"])

@@ -1,4 +1,8 @@
-"""Every page of the toc, opened in headless Chromium as a reader would (see sitecheck.py)."""
+"""Every page of the toc, opened in headless Chromium as a reader would (see tools/sitecheck.py).
+
+Each page's axe-core results (any impact) are written to axe.txt beside the screenshots
+(_build/axe.txt for _build/html).
+"""
 
 import pytest
 import sitecheck
@@ -7,9 +11,10 @@ PAGES = sitecheck.toc_pages()
 
 
 @pytest.mark.parametrize("docname", PAGES)
-def test_page(docname, browser, site, screenshot_dir):
+def test_page(docname, browser, site, screenshot_dir, axe_report):
     base_url, links = site
     result = sitecheck.check_page(browser, base_url, docname, links, screenshot_dir)
+    axe_report.append(f"{docname}: {sitecheck.axe_summary(result)}")
     assert not result.problems, "\n".join(result.problems)
     assert result.screenshot.stat().st_size > 0
 

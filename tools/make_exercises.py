@@ -1,7 +1,7 @@
 """Write each exercise notebook from its solution notebook (the single source of truth).
 
-    python -m bnbook.exercises            # regenerate notebooks/*_exercises.ipynb
-    python -m bnbook.exercises --check    # exit 1 if any exercise notebook is stale
+    python tools/make_exercises.py            # regenerate notebooks/*_exercises.ipynb
+    python tools/make_exercises.py --check    # exit 1 if any exercise notebook is stale
 
 Rules applied to ``solutions/NN_name_solutions.ipynb`` to make ``notebooks/NN_name_exercises.ipynb``:
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository (this file is tools/make_exercises.py)
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 STUB = "raise NotImplementedError(\"your code here\")"

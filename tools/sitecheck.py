@@ -1,18 +1,25 @@
 """Check the built book the way a reader meets it: every page of the toc in headless Chromium.
 
-Used by the tests in this folder (``make site-test``); also runnable on its own:
+Used by tests/browser (``make site-test``) and tools/bench.py; also runnable on its own:
 
-    .venv/bin/python tests/browser/sitecheck.py /tmp/site-build/_build/html
+    .venv/bin/python tools/sitecheck.py /tmp/site-build/_build/html
 
 Nothing leaves the machine: the site is served on 127.0.0.1 and every request to any other host
-is aborted and counted. Chromium is Debian's (/usr/bin/chromium, installed by
-tools/install_system_deps.sh), driven by Playwright's Python package; no browser is downloaded.
+is aborted and counted. The browser is a Chromium driven by Playwright's Python package, named by
+the environment variable BNBOOK_BROWSER: by default Debian's /usr/bin/chromium (installed by
+tools/install_system_deps.sh); a path to another Chromium; or ``playwright`` for Playwright's own
+build (after ``python -m playwright install chromium``, e.g. on macOS or Windows).
+
+Every page is also checked with axe-core (bundled in axe-playwright-python, so it runs offline):
+no serious or critical accessibility violation, except the rules in AXE_ALLOWED, each with its
+reason.
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
+import os
 import re
 import sys
 import tempfile
@@ -25,8 +32,8 @@ from urllib.parse import unquote, urldefrag, urlsplit
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+DEBIAN_CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -91,16 +98,27 @@ def is_local(url: str) -> bool:
     return parts.scheme in ("data", "blob", "about") or parts.hostname in ("127.0.0.1",)
 
 
+def chromium_path() -> str | None:
+    """The Chromium to drive (BNBOOK_BROWSER); None means Playwright's own build."""
+    name = os.environ.get("BNBOOK_BROWSER", "").strip() or DEBIAN_CHROMIUM
+    if name.lower() == "playwright":
+        return None
+    if not Path(name).exists():
+        hint = ("run `make browser-deps` (tools/install_system_deps.sh installs Debian's chromium)"
+                if name == DEBIAN_CHROMIUM else "check the path in BNBOOK_BROWSER")
+        raise RuntimeError(f"no browser at {name}: {hint}, or set BNBOOK_BROWSER=playwright after "
+                           "`python -m playwright install chromium`")
+    return name
+
+
 class Browser:
-    """Headless Debian Chromium with a fresh profile; aborts and records every non-local request."""
+    """Headless Chromium with a fresh profile; aborts and records every non-local request."""
 
     def __init__(self, playwright, profile: Path):
-        if not Path(CHROMIUM).exists():
-            raise RuntimeError(f"{CHROMIUM} is missing: run `make browser-deps` "
-                               "(tools/install_system_deps.sh installs Debian's chromium)")
+        executable = chromium_path()
         self.blocked: list[str] = []
         self.context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            str(profile), executable_path=executable, headless=True, args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 900}, service_workers="block",
         )
         self.context.set_default_timeout(TIMEOUT_MS)
@@ -185,6 +203,11 @@ async () => {
               heading: heading ? text(heading) : ''};
     }),
     solutions: document.querySelectorAll('.solution').length,
+    hints: document.querySelectorAll('.exercise .admonition.hint.dropdown').length,
+    // Exercise markup that reached the reader as text: the plain format or MyST not converted.
+    rawMarkup: (prose.textContent.match(new RegExp(
+      String.raw`\*\*(?:Solution to )?Exercise \d|\{(?:exercise|solution-start|solution-end|hint)\}` +
+      String.raw`|:label:|<\/?details>`, 'g')) || []),
     solutionCode: document.body.textContent.includes('BEGIN SOLUTION') &&
       document.querySelectorAll('.solution').length === 0,
     pageBytes: (nav ? nav.decodedBodySize : 0) + imageBytes,
@@ -194,10 +217,38 @@ async () => {
 """
 
 
+# axe-core: every page must have no serious or critical violation, except these rules (each with
+# its reason). Moderate and minor ones are reported (PageResult.axe), not failed: e.g. `region`
+# (moderate), because the theme puts its "skip to main content" link and the launch buttons'
+# dropdown outside any landmark.
+AXE_FAILING_IMPACTS = ("serious", "critical")
+AXE_ALLOWED: dict[str, str] = {}
+
+
+def expected_blocks(docname: str) -> dict[str, int] | None:
+    """What the page of a notebook must show: its exercises, solutions and hint dropdowns."""
+    path = ROOT / f"{docname}.ipynb"
+    if not path.exists():
+        return None
+    import json
+
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+    def tagged(cell, tag):
+        return tag in cell.get("metadata", {}).get("tags", [])
+
+    statements = ["".join(c["source"]) for c in cells if tagged(c, "exercise-statement")]
+    solutions = [c for c in cells if tagged(c, "solution-start")
+                 or "{solution-start}" in "".join(c["source"])]
+    hints = sum(s.count("<details>") + s.count("{hint}") for s in statements)
+    return {"exercises": len(statements), "solutions": len(solutions), "hints": hints}
+
+
 @dataclass
 class PageResult:
     name: str
     problems: list[str] = field(default_factory=list)
+    axe: list[dict] = field(default_factory=list)  # every axe-core violation: id, impact, nodes
     checks: list[str] = field(default_factory=list)  # the checks that applied to this page
     blocked: list[str] = field(default_factory=list)
     screenshot: Path | None = None
@@ -259,6 +310,7 @@ def _inspect(page, result, browser, base_url, docname, links, console_errors, sc
     """The checks on a page that was served (HTTP 200)."""
     info = page.evaluate(_INSPECT)
     _judge(result, info, base_url, docname, links)
+    _check_accessibility(page, result)
     if screenshot_dir is not None:
         screenshot_dir.mkdir(parents=True, exist_ok=True)
         result.screenshot = screenshot_dir / (docname.replace("/", "__") + ".png")
@@ -307,6 +359,17 @@ def _judge(result: PageResult, info: dict, base_url: str, docname: str, links: L
         check("exercise page: no solutions", not info["solutions"], "shows solution blocks")
     if docname.endswith("_solutions"):
         check("solution page: has solutions", info["solutions"] > 0, "no solution blocks")
+    check("no exercise markup shown as text", not info["rawMarkup"],
+          f"exercise markup shown as text: {sorted(set(info['rawMarkup']))}")
+    expected = expected_blocks(docname)
+    if expected and docname.endswith("_exercises"):
+        check("every exercise shown", len(info["exercises"]) == expected["exercises"],
+              f"{len(info['exercises'])} exercise blocks for {expected['exercises']} exercises")
+        check("every hint is a dropdown", info["hints"] == expected["hints"],
+              f"{info['hints']} hint dropdowns for {expected['hints']} hints")
+    if expected and docname.endswith("_solutions"):
+        check("every solution shown", info["solutions"] == expected["solutions"],
+              f"{info['solutions']} solution blocks for {expected['solutions']} solutions")
     if info["solutionCode"]:
         check("no solution markers outside solutions", False,
               "solution code markers (BEGIN SOLUTION) outside a solution block")
@@ -319,6 +382,26 @@ def _judge(result: PageResult, info: dict, base_url: str, docname: str, links: L
         }
         for label, href in wanted.items():
             check(f"{label} button", href in info["links"], f"no {label} button linking to {href}")
+
+
+def _check_accessibility(page, result: PageResult) -> None:
+    """axe-core on the page as loaded (bundled with axe-playwright-python: nothing is fetched)."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    # preload off: axe would fetch the stylesheets again to build a CSSOM, and resolves the
+    # theme's `@import url("basic.css")` against the page instead of the stylesheet (a 404 in the
+    # console). Only the css-orientation-lock rule needs the CSSOM.
+    violations = Axe().run(page, options={"resultTypes": ["violations"], "preload": False}
+                           ).response["violations"]
+    result.axe = [{"id": v["id"], "impact": v["impact"], "nodes": len(v["nodes"]),
+                   "help": v["help"], "where": [n["target"] for n in v["nodes"][:3]]}
+                  for v in violations]
+    failing = [v for v in result.axe
+               if v["impact"] in AXE_FAILING_IMPACTS and v["id"] not in AXE_ALLOWED]
+    result.check("axe: no serious or critical violations", not failing,
+                 "accessibility (axe-core): " + "; ".join(
+                     f"{v['id']} ({v['impact']}, {v['nodes']} element(s), e.g. {v['where'][0]}): "
+                     f"{v['help']}" for v in failing))
 
 
 def _check_dropdowns(page, result: PageResult) -> None:
@@ -369,13 +452,19 @@ def check_site(html_dir: Path, pages: list[str], screenshot_dir: Path | None = N
             yield check_page(browser, base_url, docname, links, screenshot_dir)
 
 
+def axe_summary(result: PageResult) -> str:
+    """'no violations' or 'region (moderate, 3)' and so on, for a report."""
+    return ", ".join(f"{v['id']} ({v['impact']}, {v['nodes']})" for v in result.axe) or "no violations"
+
+
 def main(argv: list[str]) -> int:
     html_dir = Path(argv[0] if argv else ROOT / "_build" / "html").resolve()
     start = time.perf_counter()
     failed = 0
     for result in check_site(html_dir, toc_pages(), html_dir.parent / "screenshots"):
         failed += bool(result.problems)
-        print(f"{'FAIL' if result.problems else 'ok  '} {result.name}: {len(result.checks)} checks")
+        print(f"{'FAIL' if result.problems else 'ok  '} {result.name}: {len(result.checks)} checks; "
+              f"axe: {axe_summary(result)}")
         for problem in result.problems:
             print(f"     {problem}")
     print(f"{time.perf_counter() - start:.1f} s")

@@ -1,0 +1,581 @@
+"""Checkers for chapter 6: BN in convolutional and residual networks, and debugging a BN model.
+
+Each checker runs the learner's code on three small cases that differ in every size and setting a
+learner could hard-code (image size, channels, filters, strides, batch sizes, momentum, epsilon,
+nesting, epochs, learning rate), and names the mistakes learners make.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._core import ExerciseMistake, Wrong, call, cases, checker, match
+
+
+def _keras():
+    import keras  # imported lazily: `from bnbook.checks import ch06` stays cheap
+
+    return keras
+
+
+# --- exercise 6.1: a residual block with a projection shortcut ---------------------------------
+
+RELU_CLASSES = ("ReLU", "Activation")
+
+
+def _graph(model):
+    """{layer name: (class name, config, [parent layer names])} of a functional model."""
+    graph = {}
+    for layer in model.get_config()["layers"]:
+        parents = []
+        for node in layer["inbound_nodes"]:
+            for arg in node["args"]:
+                for tensor in arg if isinstance(arg, list) else [arg]:
+                    if isinstance(tensor, dict) and "keras_history" in tensor.get("config", {}):
+                        parents.append(tensor["config"]["keras_history"][0])
+        graph[layer["name"]] = (layer["class_name"], layer["config"], parents)
+    return graph
+
+
+def _is_relu(entry) -> bool:
+    kind, config, _ = entry
+    if kind == "ReLU":
+        return config.get("max_value") is None and not config.get("negative_slope")
+    return kind == "Activation" and config.get("activation") == "relu"
+
+
+def _chain(graph, start):
+    """Layer names from ``start`` back along single parents until the input or a merge."""
+    names = [start]
+    while True:
+        kind, _, parents = graph[names[-1]]
+        if kind == "InputLayer" or len(parents) != 1:
+            return names
+        names.append(parents[0])
+
+
+def _gamma_zero(model, name) -> bool:
+    return bool(np.all(model.get_layer(name).gamma.numpy() == 0.0))
+
+
+def _kernel(config):
+    size = config.get("kernel_size")
+    return tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+
+
+def _strides(config):
+    strides = config.get("strides", 1)
+    return tuple(strides) if isinstance(strides, (list, tuple)) else (strides, strides)
+
+
+@checker("6.1")
+def residual_block(fn):
+    """Check ``fn(x, filters, strides) -> tensor``: BN before the Add, ReLU after it, gamma=0 on
+    the branch's last BN, a projection shortcut (1x1 Conv, no bias, then BN) when shapes change."""
+    __tracebackhide__ = True
+    keras = _keras()
+    details = []
+    for case in cases(dict(height=8, width=8, channels=4, filters=4, strides=1),
+                      dict(height=6, width=10, channels=3, filters=5, strides=1),
+                      dict(height=9, width=7, channels=6, filters=6, strides=2)):
+        keras.utils.set_random_seed(61 + case.index)
+        inputs = keras.Input((case.height, case.width, case.channels))
+        projection = case.channels != case.filters or case.strides != 1
+        out = call(fn, inputs, case.filters, case.strides, what="your residual_block", case=case,
+                   hint="build the block from Keras layers applied to `x`. If Add complains that "
+                        "its inputs have different shapes, the shortcut needs a projection.")
+        if not isinstance(out, keras.KerasTensor):
+            raise ExerciseMistake(
+                f"In {case}: your residual_block returned a {type(out).__name__}, not the "
+                "output of a Keras layer.",
+                "apply layers to the symbolic input `x` and return the last layer's output.")
+        want_shape = (None, math.ceil(case.height / case.strides),
+                      math.ceil(case.width / case.strides), case.filters)
+        if tuple(out.shape) != want_shape:
+            raise ExerciseMistake(
+                f"In {case}: the block's output has shape {tuple(out.shape)}, expected "
+                f"{want_shape}.",
+                "the branch's convolutions have `filters` output channels and padding='same'; "
+                "the stride goes on the first convolution of the branch (and on the 1x1 "
+                "projection).")
+        model = keras.Model(inputs, out)
+        graph = _graph(model)
+        where = f"In {case}: "
+        for name, (kind, config, _) in graph.items():
+            if kind == "Conv2D" and config.get("use_bias"):
+                raise ExerciseMistake(
+                    where + f"a Conv2D has a bias ({name}).",
+                    "every convolution here feeds a BN layer, whose beta does the bias' job: "
+                    "use_bias=False.")
+            if kind == "Conv2D" and config.get("activation") not in (None, "linear"):
+                raise ExerciseMistake(
+                    where + "a Conv2D applies its own activation, before BN.",
+                    "leave Conv2D linear; the ReLU comes after BN as a layer of its own.")
+        adds = [name for name, (kind, _, _) in graph.items() if kind == "Add"]
+        if len(adds) != 1:
+            raise ExerciseMistake(
+                where + f"expected one keras.layers.Add, found {len(adds)}.",
+                "join the shortcut and the branch with keras.layers.Add()([shortcut, branch]).")
+        add = adds[0]
+        last = out._keras_history[0].name
+        if graph[last][0] == "Add":
+            raise ExerciseMistake(where + "there is no activation after the Add.",
+                                  "the block ends with a ReLU applied to the sum.")
+        if graph[last][0] == "BatchNormalization" or (
+                _is_relu(graph[last]) and graph[graph[last][2][0]][0] == "BatchNormalization"):
+            raise ExerciseMistake(
+                where + "a BN layer comes after the Add.",
+                "BN belongs at the end of the branch, BEFORE the Add; after the Add comes only "
+                "the ReLU.")
+        if not (_is_relu(graph[last]) and graph[last][2] == [add]):
+            raise ExerciseMistake(where + "the block's output is not a ReLU of the Add's output.",
+                                  "return keras.layers.ReLU()(the sum).")
+        parents = graph[add][2]
+        if len(parents) != 2:
+            raise ExerciseMistake(where + f"the Add has {len(parents)} inputs, expected 2.",
+                                  "add exactly the shortcut and the branch.")
+        input_name = model.inputs[0]._keras_history[0].name
+
+        def is_projection(name):
+            chain = _chain(graph, name)
+            return len(chain) == 3 and graph[chain[0]][0] == "BatchNormalization" \
+                and graph[chain[1]][0] == "Conv2D" and _kernel(graph[chain[1]][1]) == (1, 1) \
+                and chain[2] == input_name
+
+        shortcut = [p for p in parents if p == input_name or is_projection(p)
+                    or _chain(graph, p)[-2:] == [p, input_name] and len(_chain(graph, p)) == 2]
+        branch = [p for p in parents if p not in shortcut]
+        if len(branch) != 1 or len(shortcut) != 1:
+            raise ExerciseMistake(
+                where + "could not tell the shortcut from the branch among the Add's inputs.",
+                "the shortcut is `x` itself or a 1x1 Conv2D -> BN of `x`; the branch is "
+                "Conv2D -> BN -> ReLU -> Conv2D -> BN.")
+        shortcut, branch = shortcut[0], branch[0]
+        if projection and shortcut == input_name:
+            raise ExerciseMistake(
+                where + "the shortcut is the input itself, but the output's shape differs.",
+                "when the stride or the number of channels changes, project the shortcut with "
+                "a 1x1 Conv2D (same strides, no bias) followed by BN.")
+        if not projection and shortcut != input_name:
+            raise ExerciseMistake(
+                where + "the shortcut is projected although the input already has the output's "
+                "shape.",
+                "use the input itself as the shortcut when strides == 1 and the channels match.")
+        if projection and graph[shortcut][0] != "BatchNormalization":
+            raise ExerciseMistake(where + "the projection shortcut has no BN after its 1x1 "
+                                  "convolution.",
+                                  "as in Keras' ResNet: Conv2D(1x1, no bias) then BN.")
+        if projection and _strides(graph[graph[shortcut][2][0]][1]) != (case.strides,) * 2:
+            raise ExerciseMistake(where + "the 1x1 projection does not use the block's strides.",
+                                  "give the projection the same strides as the branch.")
+        chain = _chain(graph, branch)
+        kinds = ["ReLU" if _is_relu(graph[n]) else graph[n][0] for n in chain]
+        want = ["BatchNormalization", "Conv2D", "ReLU", "BatchNormalization", "Conv2D",
+                "InputLayer"]
+        if kinds[0] in RELU_CLASSES:
+            raise ExerciseMistake(where + "the branch ends with an activation before the Add.",
+                                  "end the branch with BN; the ReLU comes after the Add.")
+        if kinds != want:
+            shown = " -> ".join(reversed(kinds[:-1]))
+            raise ExerciseMistake(
+                where + f"the branch is {shown}; expected Conv2D -> BN -> ReLU -> Conv2D -> BN.",
+                "each convolution is followed by BN; the ReLU sits between the two, and the "
+                "branch ends with BN.")
+        if any(_kernel(graph[n][1]) != (3, 3) for n in (chain[1], chain[4])):
+            raise ExerciseMistake(where + "the branch's convolutions are not 3x3.",
+                                  "use kernel_size=3 with padding='same'.")
+        zero = {name: _gamma_zero(model, name) for name, (kind, _, _) in graph.items()
+                if kind == "BatchNormalization"}
+        if not zero[chain[0]] and not any(zero.values()):
+            raise ExerciseMistake(
+                where + "the last BN of the branch starts with gamma = 1.",
+                "give that BN gamma_initializer='zeros', so the block starts as the identity.")
+        if zero[chain[3]]:
+            raise ExerciseMistake(
+                where + "the FIRST BN of the branch starts with gamma = 0.",
+                "zero gamma belongs on the branch's LAST BN, the one right before the Add; "
+                "with the first one at 0 the second convolution starts from a constant.")
+        if projection and zero[shortcut]:
+            raise ExerciseMistake(
+                where + "the shortcut's BN starts with gamma = 0: the shortcut carries nothing.",
+                "only the branch's last BN starts at 0; the shortcut's BN keeps gamma = 1.")
+        if not zero[chain[0]]:
+            raise ExerciseMistake(where + "the last BN of the branch starts with gamma = 1.",
+                                  "give that BN gamma_initializer='zeros'.")
+        if not projection:
+            x = np.maximum(np.random.default_rng(case.index).normal(
+                size=(3, case.height, case.width, case.channels)), 0).astype(np.float32)
+            for training in (False, True):
+                y = np.asarray(model(x, training=training))
+                if not np.allclose(y, x, atol=1e-6):
+                    raise ExerciseMistake(
+                        where + f"the block is not the identity at initialisation "
+                        f"(training={training}).",
+                        "with gamma = 0 on the branch's last BN the branch outputs 0, and "
+                        "ReLU(x + 0) = x for the non-negative x a previous ReLU delivers.")
+        details.append(f"{case.height}x{case.width}x{case.channels}->{case.filters}/"
+                       f"{case.strides}")
+    return "BN before the Add, ReLU after it, gamma = 0 on the branch's last BN, projection " \
+        "where shapes change (" + ", ".join(details) + ")"
+
+
+# --- exercise 6.2: recalibration for any Keras model -------------------------------------------
+
+def _bn_layers(model):
+    from ..keras_demos import bn_layers
+
+    return bn_layers(model)
+
+
+def _stats(model):
+    return {f"BN layer {i + 1} ({name})": value for i, layer in enumerate(_bn_layers(model))
+            for name, value in (("moving mean", layer.moving_mean.numpy().copy()),
+                                ("moving variance", layer.moving_variance.numpy().copy()))}
+
+
+def _set_stats(model, stats):
+    values = list(stats.values())
+    for i, layer in enumerate(_bn_layers(model)):
+        layer.moving_mean.assign(values[2 * i])
+        layer.moving_variance.assign(values[2 * i + 1])
+
+
+def _flags(model):
+    return [(layer.name, layer.trainable, layer.momentum) for layer in _bn_layers(model)]
+
+
+def _other_weights(model):
+    stats = {id(v) for layer in _bn_layers(model) for v in (layer.moving_mean,
+                                                              layer.moving_variance)}
+    return [v.numpy().copy() for v in model.weights if id(v) not in stats]
+
+
+class _Switched:
+    """Within the block: only the ``targets`` BN layers run in training mode, with momentum 0
+    (a training-mode call stores exactly that batch's statistics); flags restored afterwards."""
+
+    def __init__(self, model, targets):
+        self.layers, self.targets = _bn_layers(model), targets
+
+    def __enter__(self):
+        self.saved = [(layer.trainable, layer.momentum) for layer in self.layers]
+        for layer in self.layers:
+            layer.trainable = any(layer is t for t in self.targets)
+            layer.momentum = 0.0
+
+    def __exit__(self, *exc):
+        for layer, (trainable, momentum) in zip(self.layers, self.saved):
+            layer.trainable, layer.momentum = trainable, momentum
+
+
+def _exact(model, batches):
+    """The right answer, in place: each BN layer in order, one training-mode call on ALL the data
+    (one batch) with every other BN layer in inference mode and momentum 0."""
+    everything = np.concatenate(batches)
+    for layer in _bn_layers(model):
+        with _Switched(model, [layer]):
+            model(everything, training=True)
+    return _stats(model)
+
+
+def _pooled(model, batches, targets, *, weighted=True, total_variance=True, ddof=0):
+    """Statistics of each BN layer in ``targets`` over ``batches``, pooled from the per-batch
+    moments (variants of the right pooling), with only ``targets`` in training mode."""
+    sums = {id(layer): [0.0, 0.0, 0.0] for layer in targets}
+    with _Switched(model, targets):
+        for batch in batches:
+            model(batch, training=True)
+            n = len(batch) if weighted else 1
+            for layer in targets:
+                mean = layer.moving_mean.numpy().astype(np.float64)
+                var = layer.moving_variance.numpy().astype(np.float64)
+                s = sums[id(layer)]
+                s[0] += n
+                s[1] = s[1] + n * mean
+                s[2] = s[2] + n * (var + mean ** 2 if total_variance else var)
+    for layer in targets:
+        count, total, second = sums[id(layer)]
+        mean = total / count
+        var = second / count - (mean ** 2 if total_variance else 0.0)
+        if ddof:
+            values = sum(len(b) for b in batches) * int(np.prod(layer.input.shape[1:-1]))
+            var = var * values / (values - 1)
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(np.maximum(var, 0.0).astype(np.float32))
+
+
+def _layer_by_layer(model, batches, **kwargs):
+    for layer in _bn_layers(model):
+        _pooled(model, batches, [layer], **kwargs)
+    return _stats(model)
+
+
+def _all_at_once(model, batches):
+    _pooled(model, batches, _bn_layers(model))
+    return _stats(model)
+
+
+def _ema(model, batches):
+    for batch in batches:
+        model(batch, training=True)
+    return _stats(model)
+
+
+def _top_level_only(model, batches):
+    """Only the BN layers that are direct children of the outer model recalibrated (in order,
+    the nested ones left as they were)."""
+    keras = _keras()
+    top = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if len(top) == len(_bn_layers(model)):
+        return None
+    for layer in top:
+        _pooled(model, batches, [layer])
+    return _stats(model)
+
+
+def _recalibration_models(index):
+    """Three models a learner has not seen, with non-trivial starting statistics."""
+    keras = _keras()
+    bn = keras.layers.BatchNormalization
+    keras.utils.set_random_seed(620 + index)
+    rng = np.random.default_rng(620 + index)
+    if index == 0:      # a dense network, equal batches
+        model = keras.Sequential([
+            keras.Input((5,)), keras.layers.Dense(6, use_bias=False), bn(), keras.layers.ReLU(),
+            keras.layers.Dense(4, use_bias=False), bn(), keras.layers.ReLU(),
+            keras.layers.Dense(3)])
+        sizes, shape, loc, scale = (16, 16), (5,), 2.0, 3.0
+    elif index == 1:    # a CNN, other momentum and epsilon, batches of unequal sizes
+        model = keras.Sequential([
+            keras.Input((6, 5, 2)), keras.layers.Conv2D(3, 3, use_bias=False),
+            bn(momentum=0.5, epsilon=0.01), keras.layers.ReLU(),
+            keras.layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False),
+            bn(momentum=0.9, epsilon=0.01), keras.layers.ReLU(), keras.layers.Flatten(),
+            keras.layers.Dense(2)])
+        sizes, shape, loc, scale = (20, 7, 13), (6, 5, 2), 1.0, 2.0
+    else:               # a nested model, one BN layer frozen
+        inner = keras.Sequential([
+            keras.Input((7, 7, 1)), keras.layers.Conv2D(4, 3, use_bias=False), bn(),
+            keras.layers.ReLU(), keras.layers.Conv2D(3, 3, use_bias=False), bn(momentum=0.8),
+            keras.layers.ReLU(), keras.layers.GlobalAveragePooling2D()], name="inner")
+        inputs = keras.Input((7, 7, 1))
+        x = keras.layers.Dense(5, use_bias=False)(inner(inputs))
+        x = bn(momentum=0.95)(x)
+        model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.ReLU()(x)))
+        _bn_layers(model)[1].trainable = False
+        sizes, shape, loc, scale = (9, 12, 5), (7, 7, 1), -1.0, 1.5
+    batches = [rng.normal(loc, scale, size=(n, *shape)).astype(np.float32) for n in sizes]
+    for layer in _bn_layers(model):
+        size = layer.moving_mean.shape
+        layer.moving_mean.assign(rng.normal(size=size).astype(np.float32))
+        layer.moving_variance.assign(rng.uniform(0.5, 3.0, size=size).astype(np.float32))
+    return model, batches
+
+
+@checker("6.2")
+def recalibrate(fn):
+    """Check ``fn(model, batches)``: every BN layer's moving statistics become the exact mean and
+    biased variance of its inputs over all the batches, earlier layers in inference mode."""
+    __tracebackhide__ = True
+    for case in cases(dict(model="dense, 2 BN layers", batch_sizes=(16, 16)),
+                      dict(model="CNN, 2 BN layers, momentum 0.5/0.9, epsilon 0.01",
+                           batch_sizes=(20, 7, 13)),
+                      dict(model="nested model, 3 BN layers, one frozen",
+                           batch_sizes=(9, 12, 5))):
+        model, batches = _recalibration_models(case.index)
+        start = _stats(model)
+        want = _exact(model, batches)
+        _set_stats(model, start)
+        flags, others = _flags(model), _other_weights(model)
+        call(fn, model, [b.copy() for b in batches], what="your recalibrate", case=case)
+        where = f"In {case}: "
+        changed_flags = [f"{name}: trainable {t0}->{t1}, momentum {m0:g}->{m1:g}"
+                         for (name, t0, m0), (_, t1, m1) in zip(flags, _flags(model))
+                         if (t0, m0) != (t1, m1)]
+        if changed_flags:
+            raise ExerciseMistake(
+                where + "a BN layer's flags were not restored (" + "; ".join(changed_flags)
+                + ").",
+                "remember each BN layer's trainable and momentum before you change them, and "
+                "set them back at the end (try/finally).")
+        if any(not np.array_equal(a, b) for a, b in zip(others, _other_weights(model))):
+            raise ExerciseMistake(
+                where + "weights other than the moving statistics changed (gamma, beta or a "
+                "kernel).",
+                "recalibration only runs forward passes: no optimizer, no gradient steps.")
+        got = _stats(model)
+
+        def variant(compute, model=model, batches=batches, start=start):
+            def run():
+                _set_stats(model, start)         # every variant starts from the old statistics
+                return compute(model, batches)
+            return run
+
+        match(got, want, case=case, name="the recalibrated statistics", wrong=[
+            Wrong(variant(_ema),
+                  "Your statistics are moving averages: running the batches through in "
+                  "training mode updates the old statistics with momentum instead of "
+                  "replacing them.",
+                  "make each call store the batch's own statistics (momentum 0) and combine "
+                  "the batches yourself."),
+            Wrong(variant(_all_at_once),
+                  "The first BN layer is right, but the later ones were computed with the "
+                  "earlier BN layers in training mode (batch statistics).",
+                  "at inference the later layers see inputs normalised with the earlier layers' "
+                  "moving statistics: recalibrate one layer at a time, in order, with the others "
+                  "frozen (trainable=False runs BN in inference mode)."),
+            Wrong(variant(lambda m, b: _layer_by_layer(m, b, total_variance=False)),
+                  "You averaged the batch variances: the variance over all the data also "
+                  "counts how far each batch's mean lies from the overall mean.",
+                  "combine E[x^2] = variance + mean^2 over the batches, then subtract the "
+                  "square of the overall mean."),
+            Wrong(variant(lambda m, b: _layer_by_layer(m, b, weighted=False))
+                  if len(set(case.batch_sizes)) > 1 else None,
+                  "Your statistics give every batch the same weight, but the batches have "
+                  "different sizes.",
+                  "weight each batch's mean and E[x^2] by its number of examples."),
+            Wrong(variant(_top_level_only),
+                  "The BN layers inside the nested model kept their old statistics.",
+                  "collect BN layers recursively: a layer that has `.layers` is a model; look "
+                  "inside it too."),
+            Wrong(variant(lambda m, b: _layer_by_layer(m, b, ddof=1)),
+                  "You used the unbiased variance (divided by n - 1).",
+                  "Keras' moving variance is the biased one: divide by the number of values."),
+        ], selftest="after your function, set momentum 0 on the first BN layer, freeze the "
+                    "others and call the model in training mode on ALL the data at once: the "
+                    "first layer's statistics must not change.")
+    return "exact statistics in a dense net, a CNN with unequal batches and a nested model " \
+        "with a frozen BN layer; flags restored"
+
+
+# --- exercise 6.3: the broken training script --------------------------------------------------
+
+def _probe_class():
+    """A pass-through layer that counts the calls it sees, in training and in inference mode, and
+    the smallest training batch. Works eagerly and inside tf.function (the counts are variables).
+    """
+    keras = _keras()
+    import tensorflow as tf
+
+    class CallProbe(keras.layers.Layer):
+        def build(self, input_shape):
+            def counter(name, value=0.0):
+                return self.add_weight(name=name, shape=(), trainable=False,
+                                       initializer=keras.initializers.Constant(value))
+            self.training_calls = counter("training_calls")
+            self.inference_calls = counter("inference_calls")
+            self.smallest_training_batch = counter("smallest_training_batch", 1e9)
+
+        def call(self, x, training=None):
+            n = tf.cast(tf.shape(x)[0], "float32")
+            if training:
+                self.training_calls.assign_add(1.0)
+                self.smallest_training_batch.assign(tf.minimum(self.smallest_training_batch, n))
+            else:
+                self.inference_calls.assign_add(1.0)
+            return x
+
+        def reset(self):
+            self.training_calls.assign(0.0)
+            self.inference_calls.assign(0.0)
+            self.smallest_training_batch.assign(1e9)
+
+        def counts(self):
+            return (int(self.training_calls.numpy()), int(self.inference_calls.numpy()),
+                    int(self.smallest_training_batch.numpy()))
+
+    return CallProbe
+
+
+def _script_model(case):
+    """A tiny CNN (Conv -> BN -> ReLU -> Dense) behind a call probe."""
+    keras = _keras()
+    keras.utils.set_random_seed(63 + case.index)
+    probe = _probe_class()(name="probe")
+    model = keras.Sequential([
+        keras.Input((case.size, case.size, case.channels)), probe,
+        keras.layers.Conv2D(3, 3, strides=2, padding="same", use_bias=False),
+        keras.layers.BatchNormalization(momentum=case.momentum), keras.layers.ReLU(),
+        keras.layers.Flatten(), keras.layers.Dense(3)])
+    return model, probe
+
+
+def _script_data(case):
+    rng = np.random.default_rng(630 + case.index)
+    y = rng.integers(0, 3, size=case.n)
+    x = rng.normal(size=(case.n, case.size, case.size, case.channels)) + y[:, None, None, None]
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def _inference_accuracy(model, x, y):
+    return float(np.mean(np.argmax(np.asarray(model(x, training=False)), axis=1) == y))
+
+
+@checker("6.3")
+def fix_script(train, evaluate):
+    """Check the fixed ``train(model, x, y, batch_size, epochs, learning_rate)`` and
+    ``evaluate(model, x, y, batch_size) -> accuracy``; report which planted bugs remain."""
+    __tracebackhide__ = True
+    from ..keras_demos import moving_stats, same_arrays
+
+    for case in cases(dict(n=9, batch_size=4, epochs=2, learning_rate=0.1, size=6, channels=1,
+                           momentum=0.0, eval_batch=5),
+                      dict(n=16, batch_size=5, epochs=1, learning_rate=0.05, size=5, channels=2,
+                           momentum=0.5, eval_batch=6),
+                      dict(n=6, batch_size=3, epochs=3, learning_rate=0.2, size=4, channels=3,
+                           momentum=0.9, eval_batch=6)):
+        model, probe = _script_model(case)
+        x, y = _script_data(case)
+        steps = case.epochs * (case.n // case.batch_size)
+        start = [w.numpy().copy() for w in model.trainable_weights]
+        call(train, model, x, y, case.batch_size, case.epochs, case.learning_rate,
+             what="your train", case=case)
+        training_calls, _, smallest = probe.counts()
+        remaining, other = [], []
+        if training_calls and smallest < case.batch_size:
+            remaining.append(
+                f"the trailing batch: train still steps on a last batch of {smallest} "
+                f"example{'s' if smallest > 1 else ''} ({case.n} examples, batches of "
+                f"{case.batch_size}); BN takes its statistics from it")
+        if training_calls == 0:
+            other.append("train never calls the model with training=True, so BN never uses "
+                         "batch statistics or updates its moving ones")
+        elif not remaining and training_calls != steps:
+            other.append(f"train made {training_calls} training-mode calls; {case.epochs} "
+                         f"epoch(s) of {case.n} // {case.batch_size} = {case.n // case.batch_size}"
+                         f" full batches make {steps} (one call per step)")
+        if all(np.array_equal(a, w.numpy()) for a, w in zip(start, model.trainable_weights)):
+            other.append("no trainable weight changed during train")
+        probe.reset()
+        stats = moving_stats(model)
+        accuracy = call(evaluate, model, x, y, case.eval_batch, what="your evaluate", case=case)
+        training_calls, inference_calls, _ = probe.counts()
+        if training_calls or not same_arrays(stats, moving_stats(model)):
+            remaining.append("evaluate runs the model in training mode: its answers depend on "
+                             "the batch, and it changes the moving statistics")
+            for layer, value in zip([v for v in model.non_trainable_weights
+                                     if "moving" in v.path], stats):
+                layer.assign(value)
+        if remaining:
+            count = len(remaining)
+            raise ExerciseMistake(
+                f"In {case}: {count} of the 2 planted bugs remain"
+                + "".join(f"\n  ({i + 1}) {text}" for i, text in enumerate(remaining)),
+                "section 'evaluate() disagrees with fit' of the lesson shows both causes and "
+                "their fixes.")
+        if other:
+            raise ExerciseMistake(f"In {case}: the planted bugs are fixed, but {other[0]}.",
+                                  "fix only the two bugs; keep the rest of the script as it was.")
+        value = np.asarray(accuracy)
+        if value.size != 1 or not np.issubdtype(value.dtype, np.number):
+            raise ExerciseMistake(f"In {case}: evaluate returned {type(accuracy).__name__}, "
+                                  "not one number.", "return the fraction of correct predictions.")
+        want = _inference_accuracy(model, x, y)
+        match(float(value), want, case=case, name="the accuracy evaluate returned", wrong=[
+            Wrong(100 * want, "evaluate returned a percentage.",
+                  "return a fraction between 0 and 1."),
+        ], selftest="count the correct predictions over every batch, the last one included, and "
+                    "divide by len(x).")
+    return "no step on a trailing small batch, evaluation in inference mode (3 cases)"

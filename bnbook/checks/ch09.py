@@ -1,0 +1,367 @@
+"""Checkers for chapter 9: BN across devices, and BN in deployment.
+
+Each checker runs four cases that differ in every size (replicas and their counts, features,
+kernel height and width, input and output channels) and in epsilon; one case per checker is
+built to catch one specific mistake (a large mean that float32 cannot square, a square kernel that
+hides a wrong axis, a convolution without a bias). References are computed in float64, except
+where the exercise is about float32 (the merge is compared with ``tf.nn.moments`` of the
+concatenated float32 batch).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ._core import ExerciseMistake, Wrong, call, cases, checker, match
+
+COMMON_EPSILONS = (0.0, 1e-3, 1e-5)  # what a learner types when they ignore the `eps` argument
+
+
+def _broadcast_hint(err: ExerciseMistake, hint: str) -> ExerciseMistake:
+    """A broadcasting error in the learner's code: say what it usually means here."""
+    found = re.search(r"operands could not be broadcast together with shapes [\d(), ]*\)",
+                      str(err)) or re.search(r"Incompatible shapes: \[[\d, ]*\] vs\. \[[\d, ]*\]",
+                                             str(err))
+    if not found:
+        return err
+    function = err.mistake.split(" raised ")[0]
+    return ExerciseMistake(f"{function} failed: {found.group(0).strip()}. The per-channel vector "
+                           "was lined up with the wrong axis of the kernel.", hint)
+
+
+def _call(fn, *args, what, hint, case):
+    __tracebackhide__ = True
+    try:
+        return call(fn, *args, what=what, case=case)
+    except ExerciseMistake as err:
+        raise _broadcast_hint(err, hint) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 9.1: merge per-replica (count, mean, M2) triples
+# ---------------------------------------------------------------------------------------------
+
+def _replicas(seed: int, counts, features: int, centre: float):
+    """float32 values per replica (each replica with its own offset), and their triples
+    (count, mean, M2) computed per replica with tf.nn.moments, as a replica would."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    spread = rng.uniform(0.5, 3.0, features)
+    data = [(centre + rng.uniform(-2, 2, features) + spread * rng.standard_normal((n, features)))
+            .astype(np.float32) for n in counts]
+    triples = []
+    for values in data:
+        mean, variance = tf.nn.moments(tf.constant(values), axes=[0])
+        triples.append((len(values), mean.numpy(), (variance * len(values)).numpy()))
+    return data, triples
+
+
+def _merge64(triples):
+    """The right merge, in float64."""
+    n, mean, m2 = triples[0][0], np.float64(triples[0][1]), np.float64(triples[0][2])
+    for n_b, mean_b, m2_b in triples[1:]:
+        total = n + n_b
+        delta = np.float64(mean_b) - mean
+        mean, m2, n = mean + delta * n_b / total, m2 + m2_b + delta ** 2 * n * n_b / total, total
+    return n, mean, m2
+
+
+def _merge_variants(triples):
+    """Known-wrong merges, in float64: {name: (count, mean, M2)}."""
+    counts = np.array([t[0] for t in triples], np.float64)[:, None]
+    means = np.array([t[1] for t in triples], np.float64)
+    m2s = np.array([t[2] for t in triples], np.float64)
+    total = counts.sum()
+    weighted = (counts * means).sum(axis=0) / total
+    plain = means.mean(axis=0)
+    between = (counts * (means - weighted) ** 2).sum(axis=0)
+    n2, mean2, m2_2 = _merge64(triples[:2])
+    return {
+        "within_only": (total, weighted, m2s.sum(axis=0)),
+        "plain_mean": (total, plain, m2s.sum(axis=0) + (counts * (means - plain) ** 2).sum(axis=0)),
+        "variance": (total, weighted, (m2s.sum(axis=0) + between) / total),
+        "between_over_n": (total, weighted, m2s.sum(axis=0) + between / total),
+        "first_two": (n2, mean2, m2_2),
+        "replicas_counted": (len(triples), weighted, m2s.sum(axis=0) + between),
+    }
+
+
+_MERGE_MESSAGES = {
+    "within_only": ("You added the replicas' M2 and stopped: that misses how far the replicas' "
+                    "means lie from each other.",
+                    "each M2 measures spread around its own replica's mean; merging adds a term "
+                    "for the distance between the two means (delta), weighted by the counts."),
+    "plain_mean": ("Your merged mean gives every replica the same weight; the replicas have "
+                   "different sizes.",
+                   "weight each replica's mean by its count."),
+    "variance": ("You returned the merged variance (M2 divided by the count), not M2.",
+                 "keep M2 a sum of squared deviations, so that your result can be merged again; "
+                 "divide by the count only when you need the variance."),
+    "between_over_n": ("The term for the distance between the replicas' means is too small: it "
+                       "is divided by the count once too often.",
+                       "merging two triples adds delta^2 * n_a * n_b / n to the sum of their M2."),
+    "first_two": ("Only the first two replicas were merged.",
+                  "merge any number of replicas: fold the triples in one at a time."),
+    "replicas_counted": ("Your count is the number of replicas, not the number of values.",
+                         "the merged count is the sum of the replicas' counts."),
+}
+
+
+@checker("9.1")
+def merge_moments(fn):
+    """Check ``merge_moments(triples) -> (count, mean, m2)`` against tf.nn.moments of the whole."""
+    __tracebackhide__ = True
+    import tensorflow as tf
+
+    for case in cases(dict(counts=(5, 3), features=2, centre=1.0, _seed=91),
+                      dict(counts=(7, 1, 4), features=3, centre=-2.0, _seed=92),
+                      dict(counts=(2, 9, 3, 6), features=5, centre=0.5, _seed=93),
+                      dict(counts=(64, 32, 48), features=8, centre=10_000.0, _seed=94)):
+        data, triples = _replicas(case.seed, case.counts, case.features, case.centre)
+        whole = np.concatenate(data)
+        mean, variance = (t.numpy() for t in tf.nn.moments(tf.constant(whole), axes=[0]))
+        want = {"count": len(whole), "mean": mean, "M2": variance * len(whole)}
+        given = [(n, m.copy(), q.copy()) for n, m, q in triples]
+        result = call(fn, given, what="merge_moments", case=case)
+        large = case.centre > 1000
+        variants = _merge_variants(triples)
+        wrong = [Wrong(dict(zip(want, variants[key])), *_MERGE_MESSAGES[key])
+                 for key in _MERGE_MESSAGES]
+        if large:
+            # float32 cannot hold x^2 ~ 1e8 to better than 8: anything but a stable merge drifts.
+            result_m2 = _m2_of(result)
+            if result_m2 is not None and np.allclose(_mean_of(result), mean, rtol=1e-5) and \
+                    np.max(np.abs(result_m2 - want["M2"]) / want["M2"]) > 0.01:
+                raise ExerciseMistake(
+                    f"In {case}: the first three cases passed, but with values near 10,000 your "
+                    "M2 is off by more than 1%: float32 lost the precision (did you go through "
+                    "sums of squares, E[x^2] - E[x]^2?).",
+                    "merge with the (count, mean, M2) formula: it subtracts means, which are "
+                    "close to each other, and never squares the large values themselves.")
+        match(result, want, case=case, tensor=False, dtype=np.float32,
+              name="merge_moments' result", wrong=wrong,
+              rtol=1e-3 if large else 1e-4, atol=1e-3 if large else 1e-4,
+              selftest="split a small float32 array into unequal parts, make each part's triple "
+                       "with tf.nn.moments (M2 = variance * count), merge them and compare "
+                       "M2 / count with tf.nn.moments of the whole array.")
+    return "count, mean and M2 match tf.nn.moments of the concatenated batch for 2 to 4 " \
+        "replicas of unequal size, also with values near 10,000 in float32"
+
+
+def _part(result, index):
+    if isinstance(result, (tuple, list)) and len(result) == 3:
+        try:
+            return np.asarray(result[index].numpy() if hasattr(result[index], "numpy")
+                              else result[index], np.float64)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _mean_of(result):
+    value = _part(result, 1)
+    return value if value is not None else np.nan
+
+
+def _m2_of(result):
+    return _part(result, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercises 9.2 and 9.3: folding BN into a Dense layer after it, and into a Conv2D before it
+# ---------------------------------------------------------------------------------------------
+
+def _bn_params(rng, channels: int):
+    """gamma (one negative), beta, moving mean and variance (some small, so epsilon matters)."""
+    gamma = rng.uniform(0.5, 2.0, channels)
+    gamma[rng.integers(channels)] *= -1
+    beta = rng.uniform(-1.0, 1.0, channels)
+    mean = rng.uniform(-3.0, 3.0, channels)
+    variance = np.geomspace(0.01, 4.0, channels)[rng.permutation(channels)]
+    return [a.astype(np.float32) for a in (gamma, beta, mean, variance)]
+
+
+def _scale(gamma, variance, eps):
+    return np.float64(gamma) / np.sqrt(np.float64(variance) + eps)
+
+
+def _scale_variants(gamma, variance, eps):
+    """{name: s} for known-wrong scales: no square root, std + eps, and other epsilons."""
+    g, v = np.float64(gamma), np.float64(variance)
+    out = {"no_sqrt": g / (v + eps), "std_plus_eps": g / (np.sqrt(v) + eps)}
+    for other in COMMON_EPSILONS:
+        if other != eps:
+            out[f"eps={other}"] = g / np.sqrt(v + other)
+    return out
+
+
+_SCALE_MESSAGES = {
+    "no_sqrt": ("You divided gamma by the variance plus epsilon, not by its square root.",
+                "s = gamma / sqrt(moving_variance + eps)."),
+    "std_plus_eps": ("You added epsilon to the standard deviation instead of to the variance.",
+                     "epsilon goes inside the square root, next to the variance."),
+    "eps": ("Forgot epsilon: you did not use the `eps` argument (your result matches no "
+            "epsilon, or a fixed one).",
+            "BN in inference mode divides by sqrt(moving_variance + eps), with the layer's own "
+            "eps."),
+}
+
+
+def _scale_wrongs(gamma, variance, eps, fold, args):
+    """Wrong entries for every wrong scale s: the answer ``fold(*args, s=s)`` would give."""
+    out = []
+    for name, s in _scale_variants(gamma, variance, eps).items():
+        message = _SCALE_MESSAGES["eps" if name.startswith("eps=") else name]
+        out.append(Wrong(dict(zip(("kernel", "bias"), fold(*args, s=s))), *message))
+    return out
+
+
+# --- 9.2: BN -> Dense ------------------------------------------------------------------------
+
+def _dense_case(seed: int, inputs: int, units: int):
+    rng = np.random.default_rng(seed)
+    kernel = rng.normal(0, 0.5, (inputs, units)).astype(np.float32)
+    bias = rng.uniform(-1, 1, units).astype(np.float32)
+    return (*_bn_params(rng, inputs), kernel, bias)
+
+
+def _fold_next(gamma, beta, mean, variance, eps, kernel, bias, s=None):
+    """BN (on the inputs) followed by Dense, as one Dense, in float64."""
+    s = _scale(gamma, variance, eps) if s is None else s
+    kernel, bias = np.float64(kernel), np.float64(bias)
+    shift = np.float64(beta) - np.float64(mean) * s
+    return s[:, None] * kernel, bias + shift @ kernel
+
+
+_NEXT_HINT = ("here BN comes BEFORE the Dense layer: it normalises the Dense layer's inputs, so "
+              "s belongs to the kernel's rows (axis 0), and BN's shift beta - s * mean passes "
+              "through the kernel into the bias.")
+
+
+@checker("9.2")
+def fold_into_next_dense(fn):
+    """Check ``fold_into_next_dense(gamma, beta, mean, variance, eps, kernel, bias)``."""
+    __tracebackhide__ = True
+    for case in cases(dict(inputs=3, units=5, eps=1e-3, _seed=921),
+                      dict(inputs=6, units=2, eps=1e-5, _seed=922),
+                      dict(inputs=4, units=4, eps=0.1, _seed=923),
+                      dict(inputs=1, units=3, eps=0.01, _seed=924)):
+        gamma, beta, mean, variance, kernel, bias = _dense_case(case.seed, case.inputs, case.units)
+        args = [a.copy() for a in (gamma, beta, mean, variance)] + [case.eps, kernel.copy(),
+                                                                    bias.copy()]
+        result = _call(fn, *args, what="fold_into_next_dense", hint=_NEXT_HINT, case=case)
+        right_kernel, right_bias = _fold_next(gamma, beta, mean, variance, case.eps, kernel, bias)
+        s = _scale(gamma, variance, case.eps)
+        k64, b64 = np.float64(kernel), np.float64(bias)
+        wrong = []
+        if case.inputs == case.units:  # a square kernel: scaling the wrong axis broadcasts
+            wrong += [
+                Wrong({"kernel": k64 * s, "bias": (b64 - mean) * s + beta},
+                      "You folded as if BN came after the Dense layer (the lesson's case): "
+                      "scaled the kernel's columns and applied BN to the bias.", _NEXT_HINT),
+                Wrong({"kernel": k64 * s},
+                      "You scaled the kernel's columns (one per output unit); BN here "
+                      "normalises the inputs.", _NEXT_HINT),
+            ]
+        wrong += [
+            Wrong({"bias": b64}, "The bias is unchanged: BN's shift was dropped.",
+                  "BN adds beta - s * mean to every input; through the kernel that becomes "
+                  "(beta - s * mean) @ kernel, added to the bias."),
+            Wrong({"bias": b64 + (np.float64(beta) - mean) @ k64},
+                  "The bias misses the scale on the mean: BN's shift is beta - s * mean.",
+                  "write BN in inference mode as s * x + (beta - s * mean)."),
+            Wrong({"bias": b64 - (np.float64(beta) - mean * s) @ k64},
+                  "The bias has BN's shift with the wrong sign.",
+                  "BN's shift beta - s * mean is added to each input before the kernel."),
+            Wrong({"bias": b64 + np.float64(beta) @ k64},
+                  "The bias ignores the moving mean.", "BN's shift is beta - s * mean."),
+        ]
+        wrong += _scale_wrongs(gamma, variance, case.eps, _fold_next,
+                               (gamma, beta, mean, variance, case.eps, kernel, bias))
+        match(result, {"kernel": right_kernel, "bias": right_bias}, case=case, tensor=False,
+              dtype=np.float32, name="fold_into_next_dense's result", wrong=wrong,
+              selftest="build keras.Sequential([BatchNormalization(), Dense(...)]) with these "
+                       "weights, and a lone Dense with your folded ones; compare their outputs "
+                       "in inference mode on a few random inputs.")
+    return "kernel and bias match BN -> Dense in 4 cases (inputs, units, epsilon)"
+
+
+# --- 9.3: Conv2D -> BN ------------------------------------------------------------------------
+
+def _conv_case(seed: int, kernel_size, channels_in: int, channels_out: int, with_bias: bool):
+    rng = np.random.default_rng(seed)
+    kernel = rng.normal(0, 0.5, (*kernel_size, channels_in, channels_out)).astype(np.float32)
+    bias = rng.uniform(-1, 1, channels_out).astype(np.float32) if with_bias else None
+    return (kernel, bias, *_bn_params(rng, channels_out))
+
+
+def _fold_conv(kernel, bias, gamma, beta, mean, variance, eps, s=None):
+    s = _scale(gamma, variance, eps) if s is None else s
+    b = np.zeros_like(s) if bias is None else np.float64(bias)
+    return np.float64(kernel) * s, (b - mean) * s + beta
+
+
+_CONV_HINT = ("Keras stores a Conv2D kernel as (height, width, input channels, output channels): "
+              "BN's channels are the output channels, the kernel's LAST axis. Each output "
+              "channel's filter is scaled by its s.")
+
+
+@checker("9.3")
+def fold_into_conv(fn):
+    """Check ``fold_into_conv(kernel, bias, gamma, beta, mean, variance, eps)``; bias may be None."""
+    __tracebackhide__ = True
+    for case in cases(dict(kernel=(3, 3), channels_in=2, channels_out=4, bias=False, eps=1e-3,
+                           _seed=931),
+                      dict(kernel=(1, 1), channels_in=5, channels_out=3, bias=True, eps=1e-5,
+                           _seed=932),
+                      dict(kernel=(5, 3), channels_in=4, channels_out=4, bias=True, eps=0.1,
+                           _seed=933),
+                      dict(kernel=(2, 4), channels_in=3, channels_out=6, bias=False, eps=0.01,
+                           _seed=934)):
+        kernel, bias, gamma, beta, mean, variance = _conv_case(
+            case.seed, case["kernel"], case.channels_in, case.channels_out, case["bias"])
+        args = [kernel.copy(), None if bias is None else bias.copy()] + \
+            [a.copy() for a in (gamma, beta, mean, variance)] + [case.eps]
+        result = _call(fn, *args, what="fold_into_conv", hint=_CONV_HINT, case=case)
+        if isinstance(result, (tuple, list)) and len(result) == 2 and result[1] is None:
+            raise ExerciseMistake(
+                f"In {case}: your folded bias is None. A convolution without a bias still needs "
+                "one after folding: BN's shift has to go somewhere.",
+                "treat a missing bias as zeros: the folded bias is then beta - s * mean.")
+        right_kernel, right_bias = _fold_conv(kernel, bias, gamma, beta, mean, variance, case.eps)
+        s = _scale(gamma, variance, case.eps)
+        b64 = np.zeros_like(s) if bias is None else np.float64(bias)
+        wrong = []
+        if case.channels_in == case.channels_out:
+            wrong.append(Wrong({"kernel": np.float64(kernel) * s[:, None]},
+                               "You scaled the kernel's input channels (axis 2), not its output "
+                               "channels.", _CONV_HINT))
+        wrong += [
+            Wrong({"kernel": kernel}, "The kernel is unchanged: it was not scaled.",
+                  "multiply each output channel's filter by s = gamma / sqrt(variance + eps)."),
+            Wrong({"bias": b64 * s + beta}, "The bias ignores the moving mean.",
+                  "BN subtracts the moving mean before scaling: b' = s * (b - mean) + beta."),
+            Wrong({"bias": (b64 - mean) * s}, "The bias is missing beta.",
+                  "BN adds beta after scaling: b' = s * (b - mean) + beta."),
+            Wrong({"bias": b64 - mean * s + beta},
+                  "The conv's own bias was not scaled: BN scales everything that reaches it.",
+                  "b' = s * (b - mean) + beta: the bias goes through BN too."),
+            Wrong({"bias": (b64 - mean) / s + beta}, "The bias was divided by s where BN "
+                  "multiplies.", "s = gamma / sqrt(variance + eps) multiplies (b - mean)."),
+        ]
+        if bias is not None:
+            wrong.append(Wrong({"bias": -mean * s + beta},
+                               "The conv's own bias is missing from the folded bias.",
+                               "b' = s * (b - mean) + beta, with b the conv's bias."))
+        wrong += _scale_wrongs(gamma, variance, case.eps, _fold_conv,
+                               (kernel, bias, gamma, beta, mean, variance, case.eps))
+        match(result, {"kernel": right_kernel, "bias": right_bias}, case=case, tensor=False,
+              dtype=np.float32, name="fold_into_conv's result", wrong=wrong,
+              selftest="build Conv2D -> BatchNormalization with these weights and a Conv2D with "
+                       "your folded ones (use_bias=True); compare their inference-mode outputs "
+                       "on a random image batch.")
+    return "kernel and bias match Conv2D -> BN in 4 cases (kernel sizes, channels, with and " \
+        "without a bias, epsilon)"

@@ -1,0 +1,325 @@
+"""BN across devices and in deployment (chapter 9): logical devices, moment merging, folding, timing.
+
+The chapter runs ``tf.distribute.MirroredStrategy`` on one CPU split into logical devices, so
+every reader can watch replicas at work without a GPU. :func:`split_cpu` must run before
+TensorFlow creates its first tensor (it raises a clear error otherwise); the split lasts for the
+whole process, so tests that need it run in a subprocess.
+
+Sections:
+    devices    -- split_cpu, local_values
+    data       -- two_clusters, one_class_per_replica, shuffled_batches
+    training   -- train_replicated (a small Dense -> BN -> ReLU -> Dense net under a strategy)
+    moments    -- moments_from_sums (what Keras' synchronized BN does), merge_moments (Chan et al.)
+    folding    -- fold_bn, fold_model, has_bn
+    toolchain  -- quiet_stderr, tflite_ops
+    timing     -- inference_seconds, bench_ratios (printed by ``make bench``)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import time
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+BatchNorm = keras.layers.BatchNormalization
+
+
+# --- devices ------------------------------------------------------------------------------------
+
+def split_cpu(replicas: int = 2) -> list[str]:
+    """Split the CPU into ``replicas`` logical devices and return their names.
+
+    TensorFlow fixes its devices when it first needs them (the first tensor, the first list of
+    logical devices), so call this right after ``import bnbook``, before anything else. Calling it
+    again with the same number is harmless.
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    wanted = [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)]
+    try:
+        tf.config.set_logical_device_configuration(cpu, wanted)
+    except RuntimeError:
+        current = tf.config.get_logical_device_configuration(cpu) or [None]
+        if len(current) != replicas:
+            raise RuntimeError(
+                f"TensorFlow has already set up its devices ({len(current)} logical CPU), so it "
+                f"cannot be split into {replicas} any more. Restart the kernel and call "
+                "split_cpu() right after `import bnbook`, before anything creates a tensor."
+            ) from None
+    return [device.name for device in tf.config.list_logical_devices("CPU")]
+
+
+def local_values(strategy, value) -> list[np.ndarray]:
+    """The per-replica parts of a distributed value or the per-replica copies of a variable."""
+    if isinstance(value, keras.Variable):
+        value = value.value
+    return [np.asarray(part) for part in strategy.experimental_local_results(value)]
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def two_clusters(n: int, seed: int = 0, n_features: int = 4, distance: float = 2.0):
+    """Two Gaussian classes of equal size (class 0 first), unit spread, centres ``distance`` apart
+    along every feature. Returns float32 x (n, n_features) and int32 y (n,)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2).astype(np.int32)
+    centres = np.stack([np.zeros(n_features), np.full(n_features, distance)]).astype(np.float32)
+    centres[1, n_features // 2:] *= -1          # half the features rise with the class, half fall
+    x = centres[y] + rng.normal(size=(len(y), n_features))
+    return x.astype(np.float32), y
+
+
+def one_class_per_replica(x, y, per_replica: int, seed: int = 0):
+    """Global batches of ``2 * per_replica`` examples: first ``per_replica`` of class 0, then as
+    many of class 1. MirroredStrategy hands each replica a consecutive slice of every global
+    batch, so replica 0 only ever sees class 0 and replica 1 only class 1 (as when each device
+    reads its own shard of data sorted by source)."""
+    rng = np.random.default_rng(seed)
+    zeros, ones = rng.permutation(np.flatnonzero(y == 0)), rng.permutation(np.flatnonzero(y == 1))
+    order = np.concatenate([np.concatenate([zeros[k:k + per_replica], ones[k:k + per_replica]])
+                            for k in range(0, min(len(zeros), len(ones)), per_replica)])
+    return tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(2 * per_replica)
+
+
+def shuffled_batches(x, y, batch_size: int, seed: int = 0):
+    """The same data in one fixed random order: every replica's slice mixes both classes."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    return tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(batch_size)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+def train_replicated(strategy, dataset, synchronized: bool, epochs: int = 2, seed: int = 1,
+                     n_features: int = 4, units: int = 16, learning_rate: float = 0.1):
+    """Build Dense(no bias) -> BN -> ReLU -> Dense(2) under ``strategy`` and ``fit`` it on
+    ``dataset`` (already batched with global batches). Returns the trained model."""
+    keras.utils.set_random_seed(seed)
+    with strategy.scope():
+        model = keras.Sequential([
+            keras.Input((n_features,)),
+            keras.layers.Dense(units, use_bias=False),
+            BatchNorm(momentum=0.9, synchronized=synchronized),
+            keras.layers.ReLU(),
+            keras.layers.Dense(2),
+        ])
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+    model.fit(dataset, epochs=epochs, shuffle=False, verbose=0)
+    return model
+
+
+# --- moments ------------------------------------------------------------------------------------
+
+def moments_from_sums(count, total, total_of_squares):
+    """Mean and (biased) variance from a count, a sum and a sum of squares: the textbook
+    E[x^2] - E[x]^2, which is what Keras' ``synchronized=True`` computes from its all-reduced
+    sums. Exact in real numbers; in float32 it cancels catastrophically when |mean| >> std."""
+    mean = total / count
+    return mean, total_of_squares / count - mean * mean
+
+
+def merge_moments(first, second):
+    """Merge two (count, mean, M2) triples, M2 being the sum of squared deviations from the mean
+    (Chan, Golub & LeVeque): no large numbers are subtracted, so float32 keeps its precision."""
+    n_a, mean_a, m2_a = first
+    n_b, mean_b, m2_b = second
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return n, mean_a + delta * (n_b / n), m2_a + m2_b + delta * delta * (n_a * n_b / n)
+
+
+def merge_replica_moments(counts, means, variances):
+    """Global (mean, biased variance) of replicas given as per-replica count, mean and variance."""
+    merged = (counts[0], means[0], variances[0] * counts[0])
+    for n, mean, variance in zip(counts[1:], means[1:], variances[1:]):
+        merged = merge_moments(merged, (n, mean, variance * n))
+    n, mean, m2 = merged
+    return mean, m2 / n
+
+
+# --- folding ------------------------------------------------------------------------------------
+
+def fold_bn(kernel, bias, gamma, beta, mean, variance, epsilon):
+    """Fold an inference-mode BN into the layer before it, one output channel at a time.
+
+    Works for Dense kernels (in, out) and Conv2D kernels (kh, kw, in, out): Keras keeps the output
+    channel on the kernel's last axis. ``bias`` may be None (``use_bias=False``).
+    Returns (kernel', bias') with W' = W * s and b' = (b - mean) * s + beta, s = gamma / sqrt(var + eps).
+    """
+    scale = gamma / np.sqrt(variance + epsilon)
+    if bias is None:
+        bias = np.zeros_like(mean)
+    return kernel * scale, (bias - mean) * scale + beta
+
+
+def bn_arrays(layer):
+    """(gamma, beta, moving_mean, moving_variance, epsilon) of a BN layer, as NumPy arrays."""
+    size = layer.moving_mean.shape[0]
+    gamma = layer.gamma.numpy() if layer.scale else np.ones(size, np.float32)
+    beta = layer.beta.numpy() if layer.center else np.zeros(size, np.float32)
+    return gamma, beta, layer.moving_mean.numpy(), layer.moving_variance.numpy(), layer.epsilon
+
+
+def fold_model(model):
+    """A copy of a Sequential model with each BN that follows a Dense or Conv2D folded into it.
+
+    The copy has no BN layer left (a BN that follows anything else is an error), and in inference
+    mode it computes what ``model`` computes in inference mode.
+    """
+    layers, pending = [], None
+    for layer in model.layers:
+        if isinstance(layer, BatchNorm):
+            if pending is None:
+                raise ValueError(f"cannot fold {layer.name}: it does not follow a Dense or Conv2D")
+            source = pending
+            kernel, bias = fold_bn(source.kernel.numpy(),
+                                   source.bias.numpy() if source.use_bias else None,
+                                   *bn_arrays(layer))
+            config = dict(source.get_config(), use_bias=True, name=source.name + "_folded")
+            folded = type(source).from_config(config)
+            layers[-1] = (folded, [kernel, bias])
+            pending = None
+            continue
+        pending = layer if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)) else None
+        layers.append((type(layer).from_config(layer.get_config()), layer.get_weights()))
+    folded_model = keras.Sequential([keras.Input(model.input_shape[1:])]
+                                    + [layer for layer, _ in layers], name=model.name + "_folded")
+    for layer, weights in layers:
+        layer.set_weights(weights)
+    return folded_model
+
+
+def has_bn(model) -> bool:
+    """True if any layer of the model (nested models included) is a BatchNormalization."""
+    return any(isinstance(layer, BatchNorm) or (hasattr(layer, "layers") and has_bn(layer))
+               for layer in model.layers)
+
+
+def small_conv_net(seed: int = 0, channels: int = 16, size: int = 28, classes: int = 10):
+    """Two blocks Conv2D(3x3, stride 2, no bias) -> BN -> ReLU, then Flatten and Dense logits."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((size, size, 1)),
+        keras.layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False),
+        BatchNorm(momentum=0.9), keras.layers.ReLU(),
+        keras.layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False),
+        BatchNorm(momentum=0.9), keras.layers.ReLU(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(classes),
+    ], name="conv_bn_net")
+
+
+def randomize_bn_statistics(model, seed: int = 0) -> None:
+    """Give every BN layer non-trivial gamma, beta and moving statistics (as if trained)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, BatchNorm):
+            size = layer.moving_mean.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, size).astype(np.float32))
+            layer.beta.assign(rng.normal(0.0, 0.5, size).astype(np.float32))
+            layer.moving_mean.assign(rng.normal(0.0, 0.5, size).astype(np.float32))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, size).astype(np.float32))
+
+
+# --- toolchain ----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence everything written to standard error for the duration: file descriptor 2, Python's
+    ``sys.stderr`` and Python warnings.
+
+    The TFLite converter and interpreter log from C++ (MLIR passes, deprecation notices) straight
+    to file descriptor 2, below Python, where ``contextlib.redirect_stderr`` alone cannot reach.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def tflite_interpreter(tflite_bytes):
+    """A TFLite interpreter for a converted model, tensors allocated (quietly)."""
+    with quiet_stderr():
+        interpreter = tf.lite.Interpreter(model_content=tflite_bytes)
+        interpreter.allocate_tensors()
+    return interpreter
+
+
+def tflite_ops(tflite_bytes) -> list[str]:
+    """The op names of a converted TFLite model, in execution order, as the converter wrote them
+    (read before the interpreter hands ops to a delegate such as XNNPACK)."""
+    with quiet_stderr():
+        interpreter = tf.lite.Interpreter(model_content=tflite_bytes)
+    return [op["op_name"] for op in interpreter._get_ops_details()]
+
+
+def tflite_predict(tflite_bytes, x):
+    """Run a converted single-input, single-output model on ``x``, one example at a time."""
+    interpreter = tflite_interpreter(tflite_bytes)
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    outputs = []
+    for example in x:
+        interpreter.set_tensor(source["index"], example[None].astype(np.float32))
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(target["index"])[0].copy())
+    return np.stack(outputs)
+
+
+# --- timing -------------------------------------------------------------------------------------
+
+def inference_seconds(model, x, repeats: int = 20) -> float:
+    """Median seconds of one compiled inference-mode call of ``model`` on the batch ``x``."""
+    call = tf.function(lambda batch: model(batch, training=False))
+    call(x)                                     # trace and warm up once
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call(x).numpy()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def bench_ratios(repeats: int = 30) -> list[tuple[str, float]]:
+    """(label, unfolded seconds / folded seconds) for the chapter's two folding examples.
+
+    ``make bench`` prints these; above 1 means folding BN away made inference faster.
+    """
+    rng = np.random.default_rng(0)
+    conv = small_conv_net(seed=0)
+    randomize_bn_statistics(conv, seed=1)
+    images = rng.normal(size=(64, 28, 28, 1)).astype(np.float32)
+
+    keras.utils.set_random_seed(0)
+    dense = keras.Sequential([keras.Input((256,)),
+                              keras.layers.Dense(512, use_bias=False), BatchNorm(),
+                              keras.layers.ReLU(),
+                              keras.layers.Dense(512, use_bias=False), BatchNorm(),
+                              keras.layers.ReLU(), keras.layers.Dense(10)])
+    randomize_bn_statistics(dense, seed=2)
+    vectors = rng.normal(size=(256, 256)).astype(np.float32)
+
+    ratios = []
+    for label, model, x in (("ch09 conv net, batch 64: unfolded / folded inference time", conv,
+                             images),
+                            ("ch09 dense net, batch 256: unfolded / folded inference time", dense,
+                             vectors)):
+        folded = fold_model(model)
+        ratios.append((label, inference_seconds(model, x, repeats)
+                       / inference_seconds(folded, x, repeats)))
+    return ratios

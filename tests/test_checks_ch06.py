@@ -1,0 +1,287 @@
+"""Chapter 6 checkers: each accepts the solution and right answers written another way, says "not
+done yet" for the generator's stub, and rejects every known-wrong answer (including hard-coded
+ones) with the message meant for it."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bnbook import convnets as cn
+from bnbook.checks import ExerciseMistake
+from bnbook.checks import ch06 as check
+
+L = keras.layers
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError("your code here")
+
+
+def passes(checker, *answers, capsys):
+    checker(*answers)
+    out = capsys.readouterr().out
+    assert out.startswith(f"✓ Exercise {checker.label} passed"), out
+
+
+def test_stubs_are_not_done(capsys):
+    for checker, answers in ((check.residual_block, (stub,)), (check.recalibrate, (stub,)),
+                             (check.fix_script, (stub, stub))):
+        assert checker(*answers) is None
+        assert f"Exercise {checker.label} is not done yet" in capsys.readouterr().out
+
+
+def test_other_not_implemented_errors_are_failures():
+    def fails(x, filters, strides=1):
+        raise NotImplementedError("something else")
+    with pytest.raises(ExerciseMistake, match="raised NotImplementedError: something else"):
+        check.residual_block(fails)
+
+
+# --- 6.1 ------------------------------------------------------------------------------------------
+
+def block(x, filters, strides=1, *, bias=False, conv_activation=None, relu_after=True,
+          bn_after_add=False, relu_before_add=False, zero="last", projection="shapes",
+          projection_bn=True, projection_strides=True, first_bn=True, relu_layer=L.ReLU,
+          branch_strides=True, shortcut_first=True):
+    """The solution with switches that plant one mistake each."""
+    needs = {"shapes": strides != 1 or x.shape[-1] != filters,
+             "channels": x.shape[-1] != filters, "always": True}[projection]
+    shortcut = x
+    if needs:
+        shortcut = L.Conv2D(filters, 1, strides=strides if projection_strides else 1,
+                            use_bias=bias)(x)
+        if projection_bn:
+            shortcut = L.BatchNormalization(
+                gamma_initializer="zeros" if zero == "shortcut" else "ones")(shortcut)
+    branch = L.Conv2D(filters, 3, strides=strides if branch_strides else 1, padding="same",
+                      use_bias=bias, activation=conv_activation)(x)
+    if first_bn:
+        branch = L.BatchNormalization(
+            gamma_initializer="zeros" if zero == "first" else "ones")(branch)
+    branch = relu_layer()(branch)
+    branch = L.Conv2D(filters, 3, padding="same", use_bias=bias)(branch)
+    branch = L.BatchNormalization(
+        gamma_initializer="zeros" if zero in ("last", "shortcut") else "ones")(branch)
+    if relu_before_add:
+        branch = L.ReLU()(branch)
+    pair = [shortcut, branch] if shortcut_first else [branch, shortcut]
+    out = L.Add()(pair)
+    if bn_after_add:
+        out = L.BatchNormalization()(out)
+    return relu_layer()(out) if relu_after else out
+
+
+def test_6_1_solution(capsys):
+    passes(check.residual_block, block, capsys=capsys)
+
+
+@pytest.mark.parametrize("options", [
+    dict(relu_layer=lambda: L.Activation("relu")),
+    dict(shortcut_first=False),
+])
+def test_6_1_right_answers_written_another_way(options, capsys):
+    passes(check.residual_block, lambda x, f, s=1: block(x, f, s, **options), capsys=capsys)
+
+
+def test_6_1_projection_built_after_the_branch(capsys):
+    def answer(x, filters, strides=1):
+        branch = L.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+        branch = L.ReLU()(L.BatchNormalization()(branch))
+        branch = L.Conv2D(filters, 3, padding="same", use_bias=False)(branch)
+        branch = L.BatchNormalization(gamma_initializer="zeros")(branch)
+        shortcut = x
+        if strides > 1 or x.shape[-1] != filters:
+            shortcut = L.BatchNormalization()(
+                L.Conv2D(filters, 1, strides=strides, padding="same", use_bias=False)(x))
+        return L.Activation("relu")(L.add([branch, shortcut]))
+    passes(check.residual_block, answer, capsys=capsys)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(bias=True), "has a bias"),
+    (dict(conv_activation="relu"), "applies its own activation"),
+    (dict(relu_after=False), "no activation after the Add"),
+    (dict(bn_after_add=True), "BN layer comes after the Add"),
+    (dict(relu_before_add=True), "activation before the Add"),
+    (dict(zero="none"), "last BN of the branch starts with gamma = 1"),
+    (dict(zero="first"), "FIRST BN of the branch"),
+    (dict(zero="shortcut"), "shortcut's BN starts with gamma = 0"),
+    (dict(projection="always"), "projected although"),
+    (dict(projection_bn=False), "no BN after its 1x1"),
+    (dict(projection_strides=False), "raised ValueError.*needs a projection|raised"),
+    (dict(first_bn=False), "the branch is Conv2D -> ReLU -> Conv2D -> BatchNormalization"),
+    # hard-coding: a projection only when the channels change misses case 3 (stride 2)
+    (dict(projection="channels"), "case 3 of 3.*(raised|shape)"),
+    # hard-coding: the stride ignored on the branch
+    (dict(branch_strides=False), "case 3 of 3"),
+])
+def test_6_1_mistakes(options, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.residual_block(lambda x, f, s=1: block(x, f, s, **options))
+
+
+def test_6_1_hard_coded_filters_and_non_tensors():
+    with pytest.raises(ExerciseMistake, match="case 2 of 3.*output has shape"):
+        check.residual_block(lambda x, f, s=1: block(x, 4, s))
+    with pytest.raises(ExerciseMistake, match="not the output of a Keras layer"):
+        check.residual_block(lambda x, f, s=1: keras.Model(x, block(x, f, s)))
+
+
+# --- 6.2 ------------------------------------------------------------------------------------------
+
+def bn_layers(model):
+    return cn.bn_layers(model)
+
+
+def recalibrate(model, batches, *, restore=True, weighted=True, total_variance=True,
+                nested=True, layerwise=True, unbiased=False):
+    """The solution with switches that plant one mistake each."""
+    layers = bn_layers(model) if nested else [
+        layer for layer in model.layers if isinstance(layer, L.BatchNormalization)]
+    saved = [(layer.trainable, layer.momentum) for layer in bn_layers(model)]
+    for layer in bn_layers(model):
+        layer.trainable = not layerwise
+        layer.momentum = 0.0
+    groups = [[t] for t in layers] if layerwise else [layers]
+    for group in groups:
+        for target in group:
+            target.trainable = True
+        sums = {id(t): [0, 0.0, 0.0] for t in group}
+        for batch in batches:
+            model(batch, training=True)
+            n = len(batch) if weighted else 1
+            for t in group:
+                mean = t.moving_mean.numpy().astype(np.float64)
+                var = t.moving_variance.numpy().astype(np.float64)
+                s = sums[id(t)]
+                s[0] += n
+                s[1] = s[1] + n * mean
+                s[2] = s[2] + n * (var + mean ** 2 if total_variance else var)
+        for t in group:
+            count, total, second = sums[id(t)]
+            mean = total / count
+            var = second / count - (mean ** 2 if total_variance else 0.0)
+            if unbiased:
+                values = sum(len(b) for b in batches) * int(np.prod(t.input.shape[1:-1]))
+                var = var * values / (values - 1)
+            t.moving_mean.assign(mean.astype(np.float32))
+            t.moving_variance.assign(var.astype(np.float32))
+            if layerwise:
+                t.trainable = False
+    if restore:
+        for layer, (trainable, momentum) in zip(bn_layers(model), saved):
+            layer.trainable, layer.momentum = trainable, momentum
+
+
+def test_6_2_solution(capsys):
+    passes(check.recalibrate, recalibrate, capsys=capsys)
+
+
+def test_6_2_book_helper_on_the_concatenated_batches(capsys):
+    passes(check.recalibrate, lambda model, batches: cn.recalibrate_bn(
+        model, np.concatenate(batches), batch_size=7), capsys=capsys)
+
+
+def ema(model, batches):
+    for batch in batches:
+        model(batch, training=True)
+
+
+def trains(model, batches):
+    model.weights[0].assign(model.weights[0] + 1.0)
+    recalibrate(model, batches)
+
+
+@pytest.mark.parametrize("answer, message", [
+    (ema, "moving averages"),
+    (lambda m, b: recalibrate(m, b, layerwise=False), "earlier BN layers in training mode"),
+    (lambda m, b: recalibrate(m, b, total_variance=False), "averaged the batch variances"),
+    (lambda m, b: recalibrate(m, b, weighted=False), "same weight"),
+    (lambda m, b: recalibrate(m, b, nested=False), "inside the nested model"),
+    (lambda m, b: recalibrate(m, b, unbiased=True), "unbiased variance"),
+    (lambda m, b: recalibrate(m, b, restore=False), "flags were not restored"),
+    (trains, "weights other than the moving statistics"),
+    (lambda m, b: recalibrate(m, b[:1]), "matches no mistake"),      # ignores later batches
+    (lambda m, b: 1 / 0, "raised ZeroDivisionError"),
+])
+def test_6_2_mistakes(answer, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.recalibrate(answer)
+
+
+# --- 6.3 ------------------------------------------------------------------------------------------
+
+def make_train(drop_remainder=True, training=True, epochs=None, merge=False):
+    def train(model, x, y, batch_size, n_epochs, learning_rate):
+        optimizer = keras.optimizers.SGD(learning_rate)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        starts = list(range(0, len(x) - batch_size + 1, batch_size)) if drop_remainder \
+            else list(range(0, len(x), batch_size))
+        for _ in range(n_epochs if epochs is None else epochs):
+            for i, start in enumerate(starts):
+                stop = len(x) if merge and i == len(starts) - 1 else start + batch_size
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(y[start:stop], model(x[start:stop], training=training))
+                grads = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return train
+
+
+def make_evaluate(training=False, scale=1.0, skip_last=False):
+    def evaluate(model, x, y, batch_size):
+        correct = 0
+        stop = len(x) - len(x) % batch_size if skip_last else len(x)
+        for start in range(0, stop, batch_size):
+            logits = model(x[start:min(start + batch_size, stop)], training=training)
+            correct += int(np.sum(np.argmax(logits, axis=1) == y[start:min(start + batch_size,
+                                                                            stop)]))
+        return scale * correct / len(x)
+    return evaluate
+
+
+def test_6_3_solution(capsys):
+    passes(check.fix_script, make_train(), make_evaluate(), capsys=capsys)
+
+
+def test_6_3_right_answers_written_another_way(capsys):
+    def tf_data_train(model, x, y, batch_size, epochs, learning_rate):
+        optimizer = keras.optimizers.SGD(learning_rate)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
+
+        @tf.function
+        def step(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+        for _ in range(epochs):
+            for xb, yb in data:
+                step(xb, yb)
+
+    def predict_evaluate(model, x, y, batch_size):
+        return float(np.mean(np.argmax(model.predict(x, batch_size=batch_size, verbose=0),
+                                       axis=1) == y))
+
+    passes(check.fix_script, make_train(merge=True), make_evaluate(), capsys=capsys)
+    passes(check.fix_script, tf_data_train, predict_evaluate, capsys=capsys)
+
+
+@pytest.mark.parametrize("train, evaluate, message", [
+    (make_train(drop_remainder=False), make_evaluate(training=True),
+     r"2 of the 2 planted bugs remain\n  \(1\) the trailing batch.*\n  \(2\) evaluate runs"),
+    (make_train(drop_remainder=False), make_evaluate(),
+     r"1 of the 2 planted bugs remain\n  \(1\) the trailing batch: train still steps on a last "
+     r"batch of 1 example"),
+    (make_train(), make_evaluate(training=True),
+     r"1 of the 2 planted bugs remain\n  \(1\) evaluate runs the model in training mode"),
+    (make_train(training=None), make_evaluate(), "never calls the model with training=True"),
+    (make_train(epochs=2), make_evaluate(), "case 2 of 3.*training-mode calls"),
+    (make_train(), make_evaluate(scale=100.0), "percentage"),
+    (make_train(), make_evaluate(skip_last=True), "case 1 of 3.*accuracy evaluate returned"),
+])
+def test_6_3_mistakes(train, evaluate, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.fix_script(train, evaluate)

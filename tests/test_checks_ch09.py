@@ -1,0 +1,280 @@
+"""Chapter 9's checkers: the solutions pass, stubs are 'not done yet', known mistakes are named."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bnbook.checks import ExerciseMistake
+from bnbook.checks import ch09 as check
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError("your code here")
+
+
+def passes(checker, answer, capsys):
+    checker(answer)
+    out = capsys.readouterr().out
+    assert out.startswith(f"✓ Exercise {checker.label} passed"), out
+
+
+def test_stubs_are_not_done(capsys):
+    for checker in (check.merge_moments, check.fold_into_next_dense, check.fold_into_conv):
+        assert checker(stub) is None
+        assert f"Exercise {checker.label} is not done yet" in capsys.readouterr().out
+
+
+# --- 9.1 ------------------------------------------------------------------------------------------
+
+def merge(triples):
+    count, mean, m2 = triples[0]
+    for count_b, mean_b, m2_b in triples[1:]:
+        total = count + count_b
+        delta = mean_b - mean
+        mean = mean + delta * (count_b / total)
+        m2 = m2 + m2_b + delta * delta * (count * count_b / total)
+        count = total
+    return count, mean, m2
+
+
+def merge_as_a_tree(triples):
+    """Pairs, then pairs of pairs (an all-reduce's order), in TensorFlow."""
+    level = [(n, tf.constant(m), tf.constant(q)) for n, m, q in triples]
+    while len(level) > 1:
+        paired = [merge(level[i:i + 2]) for i in range(0, len(level) - 1, 2)]
+        level = paired + ([level[-1]] if len(level) % 2 else [])
+    n, mean, m2 = level[0]
+    return n, mean.numpy(), m2.numpy()
+
+
+def merge_in_float64(triples):
+    """The textbook sums are fine in float64; cast back at the end."""
+    n = sum(t[0] for t in triples)
+    total = sum(t[0] * t[1].astype(np.float64) for t in triples)
+    squares = sum(t[2].astype(np.float64) + t[0] * t[1].astype(np.float64) ** 2 for t in triples)
+    mean = total / n
+    return n, mean.astype(np.float32), (squares - n * mean ** 2).astype(np.float32)
+
+
+def naive_float32(triples):
+    n = sum(t[0] for t in triples)
+    total = sum(t[0] * t[1] for t in triples)
+    squares = sum(t[2] + t[0] * t[1] * t[1] for t in triples)
+    mean = total / n
+    return n, mean, squares - n * mean * mean
+
+
+def merge_variant(within=True, between_scale=1.0, plain=False, first=None, as_variance=False,
+                  replica_count=False):
+    def answer(triples):
+        triples = triples[:first] if first else triples
+        counts = np.array([t[0] for t in triples], np.float32)[:, None]
+        means = np.stack([t[1] for t in triples])
+        m2s = np.stack([t[2] for t in triples])
+        n = counts.sum()
+        mean = means.mean(axis=0) if plain else (counts * means).sum(axis=0) / n
+        m2 = (m2s.sum(axis=0) if within else 0) + between_scale * (
+            counts * (means - mean) ** 2).sum(axis=0)
+        if as_variance:
+            m2 = m2 / n
+        return (len(triples) if replica_count else int(n)), mean, m2
+    return answer
+
+
+def test_9_1_solution(capsys):
+    passes(check.merge_moments, merge, capsys)
+
+
+@pytest.mark.parametrize("answer", [merge_as_a_tree, merge_in_float64, merge_variant()])
+def test_9_1_other_right_answers(answer, capsys):
+    passes(check.merge_moments, answer, capsys)
+
+
+@pytest.mark.parametrize("answer, message", [
+    (naive_float32, r"case 4 of 4 .*float32 lost the precision"),
+    (merge_variant(between_scale=0.0), "misses how far the replicas' means lie"),
+    (merge_variant(plain=True), "same weight"),
+    (merge_variant(as_variance=True), "returned the merged variance"),
+    (lambda t: (merge(t)[0], merge(t)[1], sum(x[2] for x in t)
+                + sum(x[0] * (x[1] - merge(t)[1]) ** 2 for x in t) / merge(t)[0]),
+     "divided by the count once too often"),
+    (merge_variant(first=2), "Only the first two replicas"),
+    (merge_variant(replica_count=True), "number of replicas"),
+    (lambda t: (sum(x[0] for x in t), merge(t)[1] + 0.1, merge(t)[2]), "matches no mistake"),
+    (lambda t: (merge(t)[0], *(a.astype(np.float64) for a in merge(t)[1:])), "dtype float64"),
+    (lambda t: (merge(t)[0], *(tf.constant(a) for a in merge(t)[1:])), "NumPy array"),
+    (lambda t: merge(t)[1:], "2 parts; expected 3"),
+    (lambda t: t[5], "raised IndexError"),
+])
+def test_9_1_mistakes(answer, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.merge_moments(answer)
+
+
+# --- 9.2 ------------------------------------------------------------------------------------------
+
+def fold_next(gamma, beta, mean, variance, eps, kernel, bias):
+    s = gamma / np.sqrt(variance + eps)
+    shift = beta - s * mean
+    return s[:, None] * kernel, bias + shift @ kernel
+
+
+def fold_next_with_diag(gamma, beta, mean, variance, eps, kernel, bias):
+    s = gamma / np.sqrt(variance + eps)
+    return np.diag(s) @ kernel, bias + np.einsum("i,ij->j", beta - s * mean, kernel)
+
+
+def fold_next_tf(gamma, beta, mean, variance, eps, kernel, bias):
+    s = gamma * tf.math.rsqrt(variance + eps)
+    kernel_f = tf.reshape(s, (-1, 1)) * kernel
+    bias_f = bias + tf.linalg.matvec(kernel, beta - s * mean, transpose_a=True)
+    return kernel_f.numpy(), bias_f.numpy()
+
+
+def next_variant(scale="right", eps=None, kernel_axis=0, bias="right"):
+    def answer(gamma, beta, mean, variance, eps_given, kernel, b):
+        e = eps_given if eps is None else eps
+        s = {"right": gamma / np.sqrt(variance + e), "no_sqrt": gamma / (variance + e),
+             "std": gamma / (np.sqrt(variance) + e)}[scale]
+        k = s[:, None] * kernel if kernel_axis == 0 else kernel * s
+        new_bias = {"right": lambda: b + (beta - s * mean) @ kernel, "unchanged": lambda: b,
+                    "unscaled_mean": lambda: b + (beta - mean) @ kernel,
+                    "sign": lambda: b - (beta - s * mean) @ kernel,
+                    "no_mean": lambda: b + beta @ kernel,
+                    "lesson": lambda: (b - mean) * s + beta}[bias]()
+        return k, new_bias
+    return answer
+
+
+def test_9_2_solution(capsys):
+    passes(check.fold_into_next_dense, fold_next, capsys)
+
+
+@pytest.mark.parametrize("answer", [fold_next_with_diag, fold_next_tf])
+def test_9_2_other_right_answers(answer, capsys):
+    passes(check.fold_into_next_dense, answer, capsys)
+
+
+@pytest.mark.parametrize("answer, message", [
+    (next_variant(kernel_axis=1, bias="lesson"), r"case 1 of 4 .*could not be broadcast.*wrong "
+                                                 r"axis"),
+    (next_variant(kernel_axis=1), r"could not be broadcast.*wrong axis"),
+    (next_variant(bias="unchanged"), "BN's shift was dropped"),
+    (next_variant(bias="unscaled_mean"), "misses the scale on the mean"),
+    (next_variant(bias="sign"), "wrong sign"),
+    (next_variant(bias="no_mean"), "ignores the moving mean"),
+    (next_variant(scale="no_sqrt"), "not by its square root"),
+    (next_variant(scale="std"), "standard deviation"),
+    (next_variant(eps=1e-3), "Forgot epsilon"),
+    (next_variant(eps=0.0), "Forgot epsilon"),
+    (lambda *a: tuple(x.astype(np.float64) for x in fold_next(*a)), "dtype float64"),
+    (lambda *a: tuple(tf.constant(x) for x in fold_next(*a)), "NumPy array"),
+    (lambda *a: fold_next(*a)[0], "expected 2 results"),
+    (lambda *a: (fold_next(*a)[0], fold_next(*a)[1] * 1.5), "matches no mistake"),
+])
+def test_9_2_mistakes(answer, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.fold_into_next_dense(answer)
+
+
+def test_9_2_square_kernel_names_the_lessons_formula():
+    """Only the square case (3 of 4) lets the after-BN formula run: it is named there."""
+    def lesson_formula_when_it_runs(gamma, beta, mean, variance, eps, kernel, bias):
+        if kernel.shape[0] != kernel.shape[1]:
+            return fold_next(gamma, beta, mean, variance, eps, kernel, bias)
+        return next_variant(kernel_axis=1, bias="lesson")(gamma, beta, mean, variance, eps,
+                                                          kernel, bias)
+    with pytest.raises(ExerciseMistake, match="as if BN came after the Dense layer"):
+        check.fold_into_next_dense(lesson_formula_when_it_runs)
+
+
+# --- 9.3 ------------------------------------------------------------------------------------------
+
+def fold_conv(kernel, bias, gamma, beta, mean, variance, eps):
+    s = gamma / np.sqrt(variance + eps)
+    if bias is None:
+        bias = np.zeros_like(mean)
+    return kernel * s, (bias - mean) * s + beta
+
+
+def fold_conv_reshaped(kernel, bias, gamma, beta, mean, variance, eps):
+    s = (gamma / np.sqrt(variance + eps)).reshape(1, 1, 1, -1)
+    b = 0.0 if bias is None else bias
+    return (kernel * s).astype(np.float32), ((b - mean) * s.ravel() + beta).astype(np.float32)
+
+
+def fold_conv_tf(kernel, bias, gamma, beta, mean, variance, eps):
+    s = gamma * tf.math.rsqrt(variance + eps)
+    b = tf.zeros_like(mean) if bias is None else tf.constant(bias)
+    return (kernel * s).numpy(), (b * s + (beta - mean * s)).numpy()
+
+
+def conv_variant(axis=3, bias="right", scale="right", eps=None, none_bias="zeros"):
+    def answer(kernel, b, gamma, beta, mean, variance, eps_given):
+        e = eps_given if eps is None else eps
+        s = {"right": gamma / np.sqrt(variance + e), "no_sqrt": gamma / (variance + e),
+             "std": gamma / (np.sqrt(variance) + e)}[scale]
+        if b is None:
+            if none_bias == "none":
+                return kernel * s, None
+            if none_bias == "zeros":
+                b = np.zeros_like(mean)
+        k = {3: lambda: kernel * s, 2: lambda: kernel * s[:, None], None: lambda: kernel}[axis]()
+        new_bias = {"right": lambda: (b - mean) * s + beta, "no_mean": lambda: b * s + beta,
+                    "no_beta": lambda: (b - mean) * s, "unscaled": lambda: b - mean * s + beta,
+                    "divided": lambda: (b - mean) / s + beta,
+                    "own_bias_dropped": lambda: -mean * s + beta}[bias]()
+        return k, new_bias
+    return answer
+
+
+def test_9_3_solution(capsys):
+    passes(check.fold_into_conv, fold_conv, capsys)
+
+
+@pytest.mark.parametrize("answer", [fold_conv_reshaped, fold_conv_tf])
+def test_9_3_other_right_answers(answer, capsys):
+    passes(check.fold_into_conv, answer, capsys)
+
+
+@pytest.mark.parametrize("answer, message", [
+    (conv_variant(axis=2), r"case 1 of 4 .*could not be broadcast.*wrong axis"),
+    (conv_variant(none_bias="none"), "your folded bias is None"),
+    (conv_variant(none_bias="crash"), "raised TypeError"),
+    (conv_variant(axis=None), "kernel is unchanged"),
+    (conv_variant(bias="no_mean"), "ignores the moving mean"),
+    (conv_variant(bias="no_beta"), "missing beta"),
+    (conv_variant(bias="unscaled"), "own bias was not scaled"),
+    (conv_variant(bias="divided"), "divided by s"),
+    (conv_variant(bias="own_bias_dropped"), "own bias is missing"),
+    (conv_variant(scale="no_sqrt"), "not by its square root"),
+    (conv_variant(scale="std"), "standard deviation"),
+    (conv_variant(eps=1e-3), "Forgot epsilon"),
+    (lambda *a: tuple(x.astype(np.float64) for x in fold_conv(*a)), "dtype float64"),
+    (lambda *a: (fold_conv(*a)[0][..., :2], fold_conv(*a)[1]), "has shape"),
+    (lambda *a: (fold_conv(*a)[0] + 0.01, fold_conv(*a)[1]), "matches no mistake"),
+])
+def test_9_3_mistakes(answer, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.fold_into_conv(answer)
+
+
+def test_9_3_square_channels_name_the_input_axis():
+    """Case 3 has as many input as output channels: scaling axis 2 runs and is named there."""
+    def input_axis_when_it_runs(kernel, bias, gamma, beta, mean, variance, eps):
+        if kernel.shape[2] != kernel.shape[3]:
+            return fold_conv(kernel, bias, gamma, beta, mean, variance, eps)
+        return conv_variant(axis=2)(kernel, bias, gamma, beta, mean, variance, eps)
+    with pytest.raises(ExerciseMistake, match=r"input channels \(axis 2\)"):
+        check.fold_into_conv(input_axis_when_it_runs)
+
+
+def test_checks_are_fast():
+    import time
+
+    for checker, answer in ((check.merge_moments, merge),
+                            (check.fold_into_next_dense, fold_next),
+                            (check.fold_into_conv, fold_conv)):
+        start = time.perf_counter()
+        checker(answer)
+        assert time.perf_counter() - start < 5  # < 1 s on an idle machine; slack for loaded CI

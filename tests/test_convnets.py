@@ -1,0 +1,154 @@
+"""bnbook.convnets: data, model builders, the training loop and recalibration (chapters 6 and 8)."""
+
+import keras
+import numpy as np
+import pytest
+
+from bnbook import convnets as cn
+
+
+@pytest.fixture(scope="module")
+def fake_mnist(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("mnist") / "mnist.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (60000, 28, 28), dtype=np.uint8),
+             y_train=np.arange(60000, dtype=np.uint8) % 10,
+             x_test=rng.integers(0, 256, (10000, 28, 28), dtype=np.uint8),
+             y_test=np.arange(10000, dtype=np.uint8) % 10)
+    return path
+
+
+def test_mnist_images(fake_mnist):
+    (x, y), (xt, yt) = cn.mnist_images(300, 100, seed=1, path=fake_mnist)
+    assert x.shape == (300, 28, 28, 1) and xt.shape == (100, 28, 28, 1)
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert len(np.unique(x.reshape(300, -1), axis=0)) == 300          # no image drawn twice
+    (x2, y2), _ = cn.mnist_images(300, 100, seed=1, path=fake_mnist)
+    (x3, _), _ = cn.mnist_images(300, 100, seed=2, path=fake_mnist)
+    assert np.array_equal(x, x2) and np.array_equal(y, y2) and not np.array_equal(x, x3)
+
+
+def test_make_cnn_parameters_and_bias():
+    net = cn.make_cnn()
+    convs = [layer for layer in net.layers if isinstance(layer, (keras.layers.Conv2D,
+                                                                  keras.layers.Dense))]
+    assert [layer.use_bias for layer in convs] == [False, False, False, True]
+    assert len(cn.bn_layers(net)) == 3
+    assert net.output.shape == (None, 10)
+    plain = cn.make_cnn(norm=None)
+    assert not cn.bn_layers(plain)
+    assert all(layer.use_bias for layer in plain.layers
+               if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)))
+    assert cn.make_cnn(filters=(4,), dense_units=0).count_params() == 3 * 3 * 4 + 4 * 4 + \
+        14 * 14 * 4 * 10 + 10
+
+
+@pytest.mark.parametrize("norm, kind", [("layer", keras.layers.LayerNormalization),
+                                        ("group", keras.layers.GroupNormalization),
+                                        (lambda c: keras.layers.GroupNormalization(c),
+                                         keras.layers.GroupNormalization)])
+def test_make_cnn_other_norms(norm, kind):
+    net = cn.make_cnn(norm=norm)
+    assert sum(isinstance(layer, kind) for layer in net.layers) == 3
+    assert not cn.bn_layers(net)
+
+
+def test_init_scale_multiplies_the_weights():
+    small, large = cn.make_cnn(init_scale=0.1, seed=3), cn.make_cnn(init_scale=10.0, seed=3)
+    ratio = np.std(large.layers[0].kernel.numpy()) / np.std(small.layers[0].kernel.numpy())
+    assert 50 < ratio < 200
+
+
+def test_mixed_precision_keeps_bn_in_float32():
+    net = cn.make_cnn(dtype="mixed_float16")
+    bn = cn.bn_layers(net)[0]
+    assert bn.compute_dtype == "float16"
+    assert all(w.dtype == "float32" for w in bn.weights)
+    assert net(np.zeros((2, 28, 28, 1), np.float32)).dtype == "float32"
+
+
+def test_residual_blocks_start_as_identity():
+    inputs = keras.Input((6, 6, 3))
+    block = keras.Model(inputs, cn.residual_block(inputs))
+    x = np.abs(np.random.default_rng(0).normal(size=(4, 6, 6, 3))).astype(np.float32)
+    assert np.array_equal(block(x, training=True), x)
+    block_one = keras.Model(inputs, cn.residual_block(inputs, gamma_zero=False))
+    assert not np.allclose(block_one(x), x)
+    resnet = cn.make_resnet(blocks=2, filters=4)
+    assert len(cn.bn_layers(resnet)) == 5 and resnet.output.shape == (None, 10)
+
+
+def small_problem(n=96):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, n)
+    x = rng.uniform(size=(n, 28, 28, 1)).astype(np.float32) * 0.5
+    x[np.arange(n), 2 * y + 3, 10, 0] = 1.0
+    return x, y.astype(np.int64)
+
+
+def test_train_is_repeatable_and_cached_loop_matches_a_fresh_one():
+    x, y = small_problem()
+    first, second, own = (cn.make_cnn(filters=(4,), dense_units=8, momentum=0.9)
+                          for _ in range(3))
+    losses = cn.train(first, x, y, steps=6, batch_size=16, learning_rate=0.1)
+    again = cn.train(second, x, y, steps=6, batch_size=16, learning_rate=0.1)
+    assert losses.shape == (6,) and losses.dtype == np.float32
+    assert np.array_equal(losses, again)                        # the cached loop, reused
+    assert cn.same_arrays(first.get_weights(), second.get_weights())
+    other = cn.train(own, x, y, steps=6, batch_size=16,
+                     optimizer=keras.optimizers.SGD(0.1))       # a loop traced for this model
+    assert np.allclose(losses, other, atol=1e-5)
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(first.get_weights(),
+                                                             own.get_weights()))
+
+
+def test_train_in_order_and_learning_rate():
+    x, y = small_problem()
+    a, b = (cn.make_cnn(filters=(4,), dense_units=0, seed=1) for _ in range(2))
+    cn.train(a, x, y, steps=3, batch_size=32, learning_rate=0.0, shuffle=False)
+    assert cn.same_arrays(
+        [w.numpy() for w in a.trainable_weights], [w.numpy() for w in b.trainable_weights])
+    # in order, three batches of 32 cover the data once: the moving mean saw every example once
+    assert not cn.same_arrays(cn.moving_stats(a), cn.moving_stats(b))
+
+
+def dense_model(momentum=0.99):
+    keras.utils.set_random_seed(5)
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, use_bias=False),
+                              keras.layers.BatchNormalization(momentum=momentum),
+                              keras.layers.ReLU()], name="inner")
+    return keras.Sequential([keras.Input((4,)), inner, keras.layers.Dense(2, use_bias=False),
+                             keras.layers.BatchNormalization(momentum=0.5),
+                             keras.layers.Dense(2)])
+
+
+def test_recalibrate_gives_exact_statistics_and_restores_flags():
+    rng = np.random.default_rng(1)
+    x = rng.normal(3.0, 2.0, size=(50, 4)).astype(np.float32)
+    model = dense_model()
+    cn.bn_layers(model)[1].trainable = False
+    before = cn.moving_stats(model)
+    exact = cn.bn_input_statistics(model, x, batch_size=16)
+    assert cn.same_arrays(before, cn.moving_stats(model))          # unchanged by the preview
+    assert cn.recalibrate_bn(model, x, batch_size=16) == 2           # nested layer found
+    first = x.astype(np.float64) @ model.layers[0].layers[0].kernel.numpy()
+    assert np.allclose(cn.moving_stats(model)[0], first.mean(axis=0), rtol=1e-5, atol=1e-5)
+    assert np.allclose(cn.moving_stats(model)[1], first.var(axis=0), rtol=1e-4)
+    inner_out = model.layers[0](x, training=False).numpy().astype(np.float64)
+    second = inner_out @ model.layers[1].kernel.numpy()
+    assert np.allclose(cn.moving_stats(model)[3], second.var(axis=0), rtol=1e-4)
+    assert all(np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(exact,
+                                                                       cn.moving_stats(model)))
+    assert [(layer.trainable, layer.momentum) for layer in cn.bn_layers(model)] == \
+        [(True, 0.99), (False, 0.5)]
+
+
+def test_accuracy_modes():
+    x, y = small_problem(40)
+    net = cn.make_cnn(filters=(4,), dense_units=8)
+    stats = cn.moving_stats(net)
+    assert 0.0 <= cn.accuracy(net, x, y, batch_size=16) <= 1.0
+    assert cn.same_arrays(stats, cn.moving_stats(net))
+    cn.accuracy(net, x, y, batch_size=16, training=True)
+    assert not cn.same_arrays(stats, cn.moving_stats(net))

@@ -1,0 +1,97 @@
+"""Run a command (the strict nbval pass) again with a different set of numeric kernels.
+
+    python tools/second_pass.py -- .venv/bin/pytest --nbval ... notebooks/01_transform.ipynb
+    python tools/second_pass.py --show          # only print the settings this machine gets
+
+The stored outputs must not depend on which CPU kernels computed them. This tool switches two
+kernel sets off and runs the command with them off:
+
+- TensorFlow's oneDNN kernels: ``TF_ENABLE_ONEDNN_OPTS=0`` (TensorFlow falls back to Eigen);
+- NumPy's widest SIMD code paths on this machine: ``NPY_DISABLE_CPU_FEATURES``, worked out from
+  NumPy's own runtime report (``__cpu_baseline__``, ``__cpu_dispatch__``, ``__cpu_features__``).
+  NumPy can only switch off *dispatch targets*, code paths chosen at run time, never the baseline
+  it was compiled for. On an AVX-512 machine we switch off the AVX-512 targets (NumPy then runs
+  its AVX2 kernels); on a machine without AVX-512 we switch off every dispatch target it has
+  (on an AVX2-only machine NumPy then runs its baseline SSE kernels). Either way NumPy computes
+  with narrower vectors than in the first pass, so sums come out in a different order.
+
+It prints what it switched off, then runs the command with that environment and returns its exit
+status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+# Asked of a fresh interpreter, without any inherited NPY_DISABLE_CPU_FEATURES.
+_REPORT = """
+import json, numpy
+try:
+    from numpy._core import _multiarray_umath as umath
+except ImportError:  # NumPy 1.x
+    from numpy.core import _multiarray_umath as umath
+print(json.dumps({"numpy": numpy.__version__, "baseline": list(umath.__cpu_baseline__),
+                  "dispatch": list(umath.__cpu_dispatch__),
+                  "features": {k: bool(v) for k, v in umath.__cpu_features__.items()}}))
+"""
+
+
+def numpy_report(env: dict[str, str] | None = None) -> dict:
+    """NumPy's runtime report (version, baseline, dispatch targets, CPU features) of a fresh
+    interpreter run with ``env``."""
+    out = subprocess.run([sys.executable, "-c", _REPORT], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def widest_targets(report: dict) -> list[str]:
+    """The dispatch targets to switch off: the AVX-512 family if the CPU has any of it, else every
+    dispatch target the CPU supports (the baseline can never be switched off)."""
+    available = [t for t in report["dispatch"] if report["features"].get(t)]
+    avx512 = [t for t in available if "512" in t or t == "X86_V4"]
+    return avx512 or available
+
+
+def second_environment() -> tuple[dict[str, str], list[str], dict]:
+    """The environment of the second pass, the NumPy targets it disables, NumPy's report."""
+    clean = {k: v for k, v in os.environ.items() if k != "NPY_DISABLE_CPU_FEATURES"}
+    report = numpy_report(clean)
+    disabled = widest_targets(report)
+    env = dict(clean, TF_ENABLE_ONEDNN_OPTS="0")
+    if disabled:
+        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(disabled)
+    return env, disabled, report
+
+
+def describe(env: dict[str, str], disabled: list[str], report: dict) -> str:
+    after = numpy_report(env)
+    lost = [name for name, on in report["features"].items() if on and not after["features"][name]]
+    lines = [
+        f"second numeric configuration (NumPy {report['numpy']}, baseline "
+        f"{' '.join(report['baseline'])}, dispatch targets {' '.join(report['dispatch'])}):",
+        "  TF_ENABLE_ONEDNN_OPTS=0",
+        f"  NPY_DISABLE_CPU_FEATURES=\"{env.get('NPY_DISABLE_CPU_FEATURES', '')}\""
+        + ("" if disabled else "  (this NumPy has no dispatch target to switch off here)"),
+        f"  NumPy code paths now off: {' '.join(lost) or 'none'}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    env, disabled, report = second_environment()
+    print(describe(env, disabled, report), flush=True)
+    if argv[:1] == ["--show"]:
+        return 0
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        print("usage: second_pass.py [--show] -- COMMAND ...", file=sys.stderr)
+        return 2
+    return subprocess.run(argv, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
