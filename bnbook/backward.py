@@ -10,7 +10,7 @@
   :func:`bnbook.mnist_mlp.initial_weights`, trained by :func:`bnbook.mnist_mlp.train`) with the
   BN transform passed in, so the same network runs with autograd's BN, the custom op, or none;
   :func:`keras_mlp` is the same network built from Keras layers;
-* :func:`sgd_step`, :func:`sgd_loop`, :func:`seconds_per_step`, :func:`bench_ratios` -- the timing
+* :func:`sgd_step`, :func:`sgd_loop`, :func:`time_training`, :func:`bench_ratios` -- the timing
   harness: one SGD step per call or many steps in one call, with or without XLA
   (``jit_compile=True``); ``make bench`` prints :func:`bench_ratios`.
 """
@@ -226,21 +226,6 @@ def sgd_loop(model, x_train, y_train, learning_rate: float = mnist_mlp.LEARNING_
     return tf.function(loop, jit_compile=jit_compile)
 
 
-def seconds_per_step(run: Callable[[], object], steps: int, repeats: int = 3) -> float:
-    """Best of ``repeats`` wall-clock timings of ``run()``, divided by the steps it runs.
-
-    ``run`` is called once before timing, so tracing and XLA compilation are not counted; the best
-    of several runs is the one least disturbed by whatever else the machine was doing.
-    """
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best / steps
-
-
 NETWORKS = {
     "no BN": lambda weights: MLP(weights, None),
     "BN, autograd": lambda weights: MLP(weights, autograd_bn()),
@@ -258,12 +243,16 @@ def time_training(weights, x_train, y_train, configs, steps: int = 100, repeats:
 
     ``network`` is a key of :data:`NETWORKS`, ``mode`` one of :data:`MODES`. Each configuration
     builds its network from ``weights`` and trains it on the same ``steps`` mini-batches
-    ``1 + repeats`` times (once untimed). Returns ``{(network, mode): (seconds, model)}``: every
-    model has then taken the same SGD steps, so their weights can be compared.
+    ``1 + repeats`` times: once untimed (tracing, XLA compilation), then ``repeats`` timed runs.
+    The timed runs go round the configurations in turn, so that a burst of load from elsewhere on
+    the machine hits all of them alike, and each keeps its fastest run.
+
+    Returns ``{(network, mode): (seconds per step, model)}``: every model has then taken the same
+    SGD steps, so their weights can be compared.
     """
     indices = mnist_mlp.batch_indices(len(x_train), steps, seed=seed)
     batches = [(tf.constant(x_train[i]), tf.constant(y_train[i])) for i in indices]
-    results = {}
+    runs, models = {}, {}
     for network, mode in configs:
         model = NETWORKS[network](weights)
         jit = mode in (ONE_STEP_XLA, LOOP_XLA)
@@ -275,8 +264,15 @@ def time_training(weights, x_train, y_train, configs, steps: int = 100, repeats:
             run = lambda loop=loop: loop(tf.constant(indices)).numpy()  # noqa: E731
         else:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-        results[network, mode] = (seconds_per_step(run, steps, repeats), model)
-    return results
+        run()  # untimed: traces (and compiles) the function
+        runs[network, mode], models[network, mode] = run, model
+    best = {config: float("inf") for config in runs}
+    for _ in range(repeats):
+        for config, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[config] = min(best[config], time.perf_counter() - start)
+    return {config: (best[config] / steps, models[config]) for config in runs}
 
 
 def first_kernel(model) -> np.ndarray:

@@ -1,16 +1,20 @@
 """Small convolutional and residual networks on subsampled MNIST (chapter 6; chapter 8 reuses them).
 
-Everything is sized for a 2-core CPU: a few thousand 28x28 images, networks with a few thousand
-weights, training runs of a few hundred steps. The public API:
+Everything is sized for a 2-core CPU: a few thousand 28x28 images, networks with tens of thousands of
+weights, training runs of about a hundred steps. The public API:
 
 * :func:`mnist_images` -- a seeded random subsample of MNIST as NHWC float32 images in [0, 1];
+* :func:`make_norm` -- the normalisation layer a builder puts after a conv or dense layer
+  (``"batch"``, ``"layer"``, ``"group"``, ``None`` or your own factory);
 * :func:`make_cnn` -- Conv -> norm -> ReLU blocks (stride 2), then Dense -> norm -> ReLU and logits;
 * :func:`residual_block`, :func:`make_resnet` -- a small ResNet with BN before the ``Add``;
 * :func:`train` -- the one training loop of the chapter (plain SGD or any Keras optimizer, all
   steps inside one ``tf.function``), returning the loss of every step;
-* :func:`accuracy` -- inference-mode (or training-mode) accuracy, batch by batch;
+* :func:`predict_classes`, :func:`accuracy` -- inference-mode (or training-mode) predictions and
+  accuracy, batch by batch;
 * :func:`recalibrate_bn` -- replace every BN layer's moving statistics, nested models included,
-  by the exact statistics of its inputs over a data set (inference mode upstream).
+  by the exact statistics of its inputs over a data set (inference mode upstream);
+  :func:`bn_input_statistics` computes the same without changing the model.
 
 ``bn_layers``, ``moving_stats`` and ``same_arrays`` come from :mod:`bnbook.keras_demos` and are
 re-exported here.
@@ -28,7 +32,8 @@ from .keras_demos import bn_layers, moving_stats, same_arrays
 from .mnist_mlp import batch_indices
 
 __all__ = ["IMAGE_SHAPE", "mnist_images", "make_norm", "make_cnn", "residual_block", "make_resnet",
-           "train", "accuracy", "recalibrate_bn", "bn_layers", "moving_stats", "same_arrays"]
+           "train", "predict_classes", "accuracy", "recalibrate_bn", "bn_input_statistics",
+           "bn_layers", "moving_stats", "same_arrays"]
 
 IMAGE_SHAPE = (28, 28, 1)
 BatchNorm = keras.layers.BatchNormalization

@@ -283,16 +283,23 @@ def tflite_predict(tflite_bytes, x):
 
 # --- timing -------------------------------------------------------------------------------------
 
-def inference_seconds(model, x, repeats: int = 20) -> float:
-    """Median seconds of one compiled inference-mode call of ``model`` on the batch ``x``."""
-    call = tf.function(lambda batch: model(batch, training=False))
-    call(x)                                     # trace and warm up once
-    times = []
+def inference_seconds(models, x, repeats: int = 20) -> list[float]:
+    """Median seconds of one compiled inference-mode call of each model on the batch ``x``.
+
+    The models take turns, call by call, so that a change in the machine's load during the
+    measurement slows them all alike.
+    """
+    calls = [tf.function(lambda batch, model=model: model(batch, training=False))
+             for model in models]
+    for call in calls:
+        call(x)                                 # trace and warm up once
+    times = [[] for _ in calls]
     for _ in range(repeats):
-        start = time.perf_counter()
-        call(x).numpy()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for call, seconds in zip(calls, times):
+            start = time.perf_counter()
+            call(x).numpy()
+            seconds.append(time.perf_counter() - start)
+    return [float(np.median(seconds)) for seconds in times]
 
 
 def bench_ratios(repeats: int = 30) -> list[tuple[str, float]]:
@@ -319,7 +326,7 @@ def bench_ratios(repeats: int = 30) -> list[tuple[str, float]]:
                              images),
                             ("ch09 dense net, batch 256: unfolded / folded inference time", dense,
                              vectors)):
-        folded = fold_model(model)
-        ratios.append((label, inference_seconds(model, x, repeats)
-                       / inference_seconds(folded, x, repeats)))
+        unfolded_seconds, folded_seconds = inference_seconds([model, fold_model(model)], x,
+                                                             repeats)
+        ratios.append((label, unfolded_seconds / folded_seconds))
     return ratios

@@ -10,7 +10,7 @@ a batch-size sweep over 5 normalisations and 6 batch sizes makes about 20,000 st
 * :class:`Trainer` -- one model and ONE compiled training loop per normalisation, retrained from
   scratch for any batch size and seed (a new batch size needs no new trace);
 * :func:`sweep` -- test accuracy for every normalisation, batch size and seed, with the same
-  number of training examples seen in every run;
+  number of training examples seen in every run; :func:`plot_sweep` draws it;
 * :class:`GhostBatchNormalization` -- BN whose statistics come from sub-batches ("ghost batches")
   of the batch;
 * :func:`batch_stat_spread` -- how much the batch mean and variance of one channel vary between
@@ -30,8 +30,8 @@ from . import convnets
 
 __all__ = ["BATCH_SIZES", "EXAMPLES_SEEN", "LR_PER_EXAMPLE", "BN_MOMENTUM", "IMAGE_SHAPE",
            "NORMALIZATIONS", "small_images", "make_net", "layer_output", "Trainer", "sweep",
-           "GhostBatchNormalization", "batch_stat_spread", "renorm_reference",
-           "padded_sequences"]
+           "plot_sweep", "GhostBatchNormalization", "ghost_norm", "batch_stat_spread",
+           "renorm_reference", "padded_sequences"]
 
 BATCH_SIZES = (2, 4, 8, 16, 32, 64)
 EXAMPLES_SEEN = 4096       # training examples every run sees, whatever its batch size
@@ -222,6 +222,31 @@ def sweep(norms: dict, train, test, batch_sizes=BATCH_SIZES, seeds=(0,), keep=()
                 if name in keep and seed == 0:
                     kept.setdefault(name, {})[batch_size] = trainer.model.get_weights()
     return accuracy, trainers, kept
+
+
+def plot_sweep(accuracy: dict, batch_sizes=BATCH_SIZES, seed: int = 0,
+               highlight: str = "batch norm") -> None:
+    """Test accuracy against training batch size, one line per normalisation (``accuracy`` as
+    returned by :func:`sweep`), on a log-2 axis labelled with the batch sizes themselves;
+    ``highlight`` is drawn in black."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    for name, by_seed in accuracy.items():
+        style = {"color": "black", "linewidth": 2.0} if name == highlight else {"linewidth": 1.2}
+        ax.plot(batch_sizes, [by_seed[seed][b] for b in batch_sizes], marker="o", markersize=3,
+                label=name, **style)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
+    ax.minorticks_off()
+    ax.set_ylim(0.4, 1.0)
+    ax.set_xlabel("training batch size (log scale)")
+    ax.set_ylabel("test accuracy (inference mode)")
+    ax.set_title("Test accuracy after one pass over the training images")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    plt.show()
 
 
 # --- ghost batches ------------------------------------------------------------------------------

@@ -324,6 +324,16 @@ def bn_tf_with(stats="others", eps_fixed=None, form="right"):
     return fn
 
 
+def bn_tf_negative_axis(x, gamma, beta, eps, axis):  # forgot axis % rank
+    rank = len(x.shape)
+    axes = [i for i in range(rank) if i != axis]
+    mean, variance = tf.nn.moments(x, axes=axes, keepdims=True)
+    shape = [1] * rank
+    shape[axis] = -1
+    return tf.nn.batch_normalization(x, mean, variance, tf.reshape(beta, shape),
+                                     tf.reshape(gamma, shape), eps)
+
+
 RIGHT_1_4 = [bn_tf, bn_tf_transpose, bn_tf_keras]
 WRONG_1_4 = [
     (bn_tf_with(stats="all_but_last"), "You ignored `axis`"),
@@ -337,6 +347,7 @@ WRONG_1_4 = [
     (bn_tf_with(form="no_reshape"), r"batch_norm_tf failed: Incompatible shapes.*lined up with the "
                                     r"wrong axis"),
     (bn_tf_with(form="unbiased"), "unbiased variance"),
+    (bn_tf_negative_axis, "over every axis, the feature axis included"),
     (lambda x, gamma, beta, eps, axis: bn_tf(x, gamma, beta, eps, -1),
      r"In case 2 of 4 .*failed: Incompatible shapes.*\nHint: `axis` is the feature axis"),
 ]

@@ -37,7 +37,10 @@ def make_bn(axes="all_but_last", update="right", decay_fixed=None, eps_fixed=Non
         def __call__(self, z, training=default_training):
             if training:
                 over = {"all_but_last": list(range(len(z.shape) - 1)), "zero": [0]}[axes]
-                if numpy:
+                if numpy == "dot":
+                    mean = tf.constant(z.numpy().mean(axis=tuple(over)))
+                    variance = tf.constant(z.numpy().var(axis=tuple(over)))
+                elif numpy:
                     mean = np.mean(z, axis=tuple(over))
                     variance = np.var(z, axis=tuple(over))
                 else:
@@ -114,6 +117,7 @@ WRONG_3_1 = [
     (make_bn(ddof=1), "unbiased batch variance \\(divisor n - 1\\), not the one"),
     (make_bn(norm_with="pop"), "normalised with the freshly updated population statistics"),
     (make_bn(numpy=True), "fails inside a tf.function"),
+    (make_bn(numpy="dot"), "fails inside a tf.function .*calls .numpy\\(\\) or NumPy"),
     (make_bn(start_var=2.0), "your pop_var is wrong at 4 of 4 elements.*" + LOCATED),
 ]
 

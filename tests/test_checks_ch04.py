@@ -133,17 +133,17 @@ def step_minimize_style(model, optimizer, loss_fn, x, y):
 
 
 def step_with(training=True, twice=False, inference_grads=False, own_optimizer=False,
-              apply=True, accuracy="right", returns="both"):
+              apply=1, accuracy="right", returns="both"):
     def fn(model, optimizer, loss_fn, x, y):
         if inference_grads:
             model(x, training=True)
         opt = keras.optimizers.SGD(0.1) if own_optimizer else optimizer
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(persistent=apply > 1) as tape:
             logits = model(x, training=training and not inference_grads)
             loss = loss_fn(y, logits)
         if twice:
             model(x, training=True)
-        if apply:
+        for _ in range(apply):
             opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
                                     model.trainable_variables))
         hits = tf.cast(tf.equal(tf.argmax(logits, axis=1), tf.cast(y, tf.int64)), tf.float32)
@@ -169,7 +169,8 @@ WRONG_4_2 = [
     (step_with(twice=True), "moving statistics moved twice"),
     (step_with(inference_grads=True), "gradients came from an inference-mode forward pass"),
     (step_with(own_optimizer=True), "took a step of SGD\\(0.1\\), not of the optimizer"),
-    (step_with(apply=False), "No trainable weight changed"),
+    (step_with(apply=0), "No trainable weight changed"),
+    (step_with(apply=2), r"In case 1 of 3 .*your trainable weights \(item 1 of \d+\) is wrong .*" + LOCATED),
     (step_with(accuracy="percent"), "accuracy is a percentage"),
     (step_with(accuracy="count"), "accuracy is a count"),
     (step_with(accuracy="numpy"), "In case 3 of 3 .*NumPy function on a tensor inside tf.function"),

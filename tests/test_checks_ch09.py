@@ -64,6 +64,20 @@ def naive_float32(triples):
     return n, mean, squares - n * mean * mean
 
 
+def merge_slip(weight="b", sign=1.0, carry=True, give_back="total"):
+    """The solution's loop with one learner's slip in it."""
+    def answer(triples):
+        count, mean, m2 = triples[0]
+        for count_b, mean_b, m2_b in triples[1:]:
+            total = count + count_b
+            delta = mean_b - mean
+            mean = mean + sign * delta * ((count_b if weight == "b" else count) / total)
+            m2 = m2 + m2_b + delta * delta * (count * count_b / total)
+            count = total if carry else count
+        return (total if give_back == "total" else count), mean, m2
+    return answer
+
+
 def merge_variant(within=True, between_scale=1.0, plain=False, first=None, as_variance=False,
                   replica_count=False):
     def answer(triples):
@@ -100,6 +114,10 @@ def test_9_1_other_right_answers(answer, capsys):
      "divided by the count once too often"),
     (merge_variant(first=2), "Only the first two replicas"),
     (merge_variant(replica_count=True), "number of replicas"),
+    (merge_slip(carry=False), "does not carry the merged count forward"),
+    (merge_slip(carry=False, give_back="count"), "does not carry the merged count forward"),
+    (merge_slip(weight="a"), "leans towards the wrong replica"),
+    (merge_slip(sign=-1.0), "away from the second replica's mean"),
     (lambda t: (sum(x[0] for x in t), merge(t)[1] + 0.1, merge(t)[2]), "matches no mistake"),
     (lambda t: (merge(t)[0], *(a.astype(np.float64) for a in merge(t)[1:])), "dtype float64"),
     (lambda t: (merge(t)[0], *(tf.constant(a) for a in merge(t)[1:])), "NumPy array"),
@@ -141,6 +159,8 @@ def next_variant(scale="right", eps=None, kernel_axis=0, bias="right"):
                     "unscaled_mean": lambda: b + (beta - mean) @ kernel,
                     "sign": lambda: b - (beta - s * mean) @ kernel,
                     "no_mean": lambda: b + beta @ kernel,
+                    "through_folded": lambda: b + (beta - s * mean) @ k,
+                    "beta_scaled": lambda: b + (s * (beta - mean)) @ kernel,
                     "lesson": lambda: (b - mean) * s + beta}[bias]()
         return k, new_bias
     return answer
@@ -163,6 +183,8 @@ def test_9_2_other_right_answers(answer, capsys):
     (next_variant(bias="unscaled_mean"), "misses the scale on the mean"),
     (next_variant(bias="sign"), "wrong sign"),
     (next_variant(bias="no_mean"), "ignores the moving mean"),
+    (next_variant(bias="through_folded"), "scaled by s twice"),
+    (next_variant(bias="beta_scaled"), "scales beta by s as well"),
     (next_variant(scale="no_sqrt"), "not by its square root"),
     (next_variant(scale="std"), "standard deviation"),
     (next_variant(eps=1e-3), "Forgot epsilon"),
@@ -219,11 +241,14 @@ def conv_variant(axis=3, bias="right", scale="right", eps=None, none_bias="zeros
                 return kernel * s, None
             if none_bias == "zeros":
                 b = np.zeros_like(mean)
+            if none_bias == "zero_result":
+                return kernel * s, np.zeros_like(mean)
         k = {3: lambda: kernel * s, 2: lambda: kernel * s[:, None], None: lambda: kernel}[axis]()
         new_bias = {"right": lambda: (b - mean) * s + beta, "no_mean": lambda: b * s + beta,
                     "no_beta": lambda: (b - mean) * s, "unscaled": lambda: b - mean * s + beta,
                     "divided": lambda: (b - mean) / s + beta,
-                    "own_bias_dropped": lambda: -mean * s + beta}[bias]()
+                    "own_bias_dropped": lambda: -mean * s + beta,
+                    "beta_scaled": lambda: (b - mean + beta) * s}[bias]()
         return k, new_bias
     return answer
 
@@ -240,7 +265,9 @@ def test_9_3_other_right_answers(answer, capsys):
 @pytest.mark.parametrize("answer, message", [
     (conv_variant(axis=2), r"case 1 of 4 .*could not be broadcast.*wrong axis"),
     (conv_variant(none_bias="none"), "your folded bias is None"),
-    (conv_variant(none_bias="crash"), "raised TypeError"),
+    (conv_variant(none_bias="crash"), r"raised TypeError(.|\n)*Hint: .*`bias` is None"),
+    (conv_variant(none_bias="zero_result"), "zero for a convolution without a bias"),
+    (conv_variant(bias="beta_scaled"), "scales beta by s as well"),
     (conv_variant(axis=None), "kernel is unchanged"),
     (conv_variant(bias="no_mean"), "ignores the moving mean"),
     (conv_variant(bias="no_beta"), "missing beta"),

@@ -35,7 +35,7 @@ def test_make_cnn_parameters_and_bias():
                                                                   keras.layers.Dense))]
     assert [layer.use_bias for layer in convs] == [False, False, False, True]
     assert len(cn.bn_layers(net)) == 3
-    assert net.output.shape == (None, 10)
+    assert net(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
     plain = cn.make_cnn(norm=None)
     assert not cn.bn_layers(plain)
     assert all(layer.use_bias for layer in plain.layers

@@ -169,3 +169,11 @@ def test_a_changed_release_restamps_the_cell():
     assert setup_cell.stamp(notebook, newer)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert code[0].source == newer and len(code) == 3 and [c.execution_count for c in code] == [1, 2, 3]
+
+
+def test_a_first_cell_with_only_the_old_install_lines_is_replaced():
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(OLD_FIRST_CELL.split("import bnbook")[0].strip()),
+        nbformat.v4.new_code_cell("import bnbook")])
+    setup_cell.stamp(notebook, SOURCE)
+    assert [c.source for c in notebook.cells] == [SOURCE, "import bnbook"]

@@ -118,8 +118,10 @@ def stamp(notebook: nbformat.NotebookNode, source: str) -> bool:
     cell = nbformat.v4.new_code_cell(source, metadata={"tags": list(TAGS)})
     cell.id = CELL_ID
     if first is not None:
-        first.source = _without_old_setup(first.source)
         at = notebook.cells.index(first)
+        first.source = _without_old_setup(first.source)
+        if not first.source.strip():  # it held nothing but the old install lines
+            notebook.cells.remove(first)
     else:
         at = len(notebook.cells)
     notebook.cells.insert(at, cell)

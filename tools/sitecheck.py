@@ -217,12 +217,14 @@ async () => {
 """
 
 
-# axe-core: every page must have no serious or critical violation, except these rules (each with
-# its reason). Moderate and minor ones are reported (PageResult.axe), not failed: e.g. `region`
-# (moderate), because the theme puts its "skip to main content" link and the launch buttons'
-# dropdown outside any landmark.
+# axe-core: every page must have no serious or critical violation. Moderate and minor ones are
+# reported (PageResult.axe, and axe.txt from the tests), not failed. The rules allowed on every
+# page whatever their impact, each with its reason:
 AXE_FAILING_IMPACTS = ("serious", "critical")
-AXE_ALLOWED: dict[str, str] = {}
+AXE_ALLOWED: dict[str, str] = {
+    "region": "moderate: sphinx-book-theme puts the book's title link at the top of the sidebar "
+              "outside any landmark; the theme's template, not the book's content",
+}
 
 
 def expected_blocks(docname: str) -> dict[str, int] | None:

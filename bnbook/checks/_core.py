@@ -379,7 +379,7 @@ def _flatten(value, want, name: str) -> list[tuple[str, Any, Any]]:
                                   f"return a tuple of {len(want)} values.")
         out = []
         for i, (v, w) in enumerate(zip(value, want)):
-            out += _flatten(v, w, f"{name}[{i}]")
+            out += _flatten(v, w, f"{name} (item {i + 1} of {len(want)})")
         return out
     return [(name, value, want)]
 
@@ -440,7 +440,7 @@ def match(got, want, *, wrong: Iterable[Wrong] = (), case: Case | str | None = N
               every output matches it.
     case:     the :class:`Case` (or a description) this result is for, named in the locating
               message (with the parameters that differ from the first case, once that passed).
-    name:     what ``got`` is called in messages ("batch_norm_numpy's result").
+    name:     what ``got`` is called in messages ("batch_norm_nchw's result").
     selftest: one sentence the learner can try to find the mistake; never the solution.
     tensor:   True/False: each numeric output must be a TensorFlow tensor / a NumPy array.
     dtype:    e.g. np.float32: each numeric output must have it.
@@ -495,8 +495,8 @@ def match(got, want, *, wrong: Iterable[Wrong] = (), case: Case | str | None = N
     note = ""
     if isinstance(case, Case) and case.index > 0 and case.changed():
         earlier = "case 1 passed" if case.index == 1 else f"cases 1-{case.index} passed"
-        note = (f" ({earlier}; this one changes {', '.join(case.changed())}: is one of them fixed "
-                "in your code instead of taken from what it is given?)")
+        note = (f" ({earlier}; this one changes {', '.join(case.changed())}: a hard-coded value? "
+                "Is one of them fixed in your code instead of taken from what it is given?)")
     raise ExerciseMistake(
         f"{where}{message}{note}. That matches no mistake this check knows.",
         selftest or "rebuild the answer step by step on a tiny input you can work out by hand, "

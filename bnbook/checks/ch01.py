@@ -376,6 +376,11 @@ def transform_tf(fn):
         wrong.append(Wrong(reference(x, gamma, beta, case.eps, axis, stats_axes=(axis,)),
                            "You took the statistics over `axis` itself: `axis` names the feature "
                            "axis to keep, not the axes to reduce.", _AXIS_HINT))
+        wrong.append(Wrong(reference(x, gamma, beta, case.eps, axis,
+                                     stats_axes=tuple(range(ndim))),
+                           "You took the statistics over every axis, the feature axis included. "
+                           "With a negative `axis` (-1), `i != axis` is true for every i in "
+                           "range(rank).", "turn `axis` into a positive index first: axis % rank."))
         if others != (0,):
             wrong.append(Wrong(reference(x, gamma, beta, case.eps, axis, stats_axes=(0,)),
                                "You reduced over axis 0 only; with more than two dimensions the "

@@ -56,6 +56,14 @@ def _chain(graph, start):
         names.append(parents[0])
 
 
+def _is_projection(graph, name, input_name) -> bool:
+    """True if ``name`` is a BN fed by a 1x1 Conv2D fed by the input."""
+    chain = _chain(graph, name)
+    return len(chain) == 3 and graph[chain[0]][0] == "BatchNormalization" \
+        and graph[chain[1]][0] == "Conv2D" and _kernel(graph[chain[1]][1]) == (1, 1) \
+        and chain[2] == input_name
+
+
 def _gamma_zero(model, name) -> bool:
     return bool(np.all(model.get_layer(name).gamma.numpy() == 0.0))
 
@@ -138,13 +146,8 @@ def residual_block(fn):
                                   "add exactly the shortcut and the branch.")
         input_name = model.inputs[0]._keras_history[0].name
 
-        def is_projection(name):
-            chain = _chain(graph, name)
-            return len(chain) == 3 and graph[chain[0]][0] == "BatchNormalization" \
-                and graph[chain[1]][0] == "Conv2D" and _kernel(graph[chain[1]][1]) == (1, 1) \
-                and chain[2] == input_name
-
-        shortcut = [p for p in parents if p == input_name or is_projection(p)
+        shortcut = [p for p in parents if p == input_name
+                    or _is_projection(graph, p, input_name)
                     or _chain(graph, p)[-2:] == [p, input_name] and len(_chain(graph, p)) == 2]
         branch = [p for p in parents if p not in shortcut]
         if len(branch) != 1 or len(shortcut) != 1:

@@ -12,6 +12,8 @@ with :func:`._core.match`.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from ._core import Wrong, call, cases, checker, match
@@ -50,7 +52,7 @@ def _normalise(x, axes, eps, ddof=0, how="right"):
 
 def _eps_mistakes(eps, make, messages):
     """Wrong variants for an ignored epsilon: ``make(eps) -> output``."""
-    return [Wrong(lambda other=other: make(other), *messages["fixed_eps"])
+    return [Wrong(partial(make, other), *messages["fixed_eps"])
             for other in COMMON_EPSILONS if not np.isclose(other, eps)]
 
 
@@ -168,16 +170,16 @@ def group_norm(fn):
                    hint="x is (N, H, W, C): reshape it to (N, H, W, groups, C // groups) with "
                         "tf.reshape, normalise, then reshape back before the scale and shift.")
         args = (x, gamma, beta, groups, eps)
-        wrong = [Wrong(lambda how=how: group_norm_numpy(*args, how=how), *GROUP_MESSAGES[how])
+        wrong = [Wrong(partial(group_norm_numpy, *args, how=how), *GROUP_MESSAGES[how])
                  for how in ("interleaved", "batch_too", "no_spatial", "per_channel", "whole",
                              "batch_norm", "std_plus_eps", "no_sqrt", "swapped", "no_affine")]
-        wrong += [Wrong(lambda: group_norm_numpy(*args, ddof=1), *GROUP_MESSAGES["unbiased"]),
-                  Wrong(lambda: group_norm_numpy(x, gamma, beta, groups, 0.0),
+        wrong += [Wrong(partial(group_norm_numpy, *args, ddof=1), *GROUP_MESSAGES["unbiased"]),
+                  Wrong(partial(group_norm_numpy, x, gamma, beta, groups, 0.0),
                         *GROUP_MESSAGES["no_eps"])]
-        wrong += _eps_mistakes(eps, lambda e: group_norm_numpy(x, gamma, beta, groups, e),
+        wrong += _eps_mistakes(eps, partial(group_norm_numpy, x, gamma, beta, groups),
                                GROUP_MESSAGES)
         match(got, _keras_group_norm(x, gamma, beta, groups, eps), wrong=wrong, case=case,
-              name="group_norm's result",
+              name="group_norm's result", dtype=np.float32,
               selftest="with groups=1 your function should agree with "
                        "keras.layers.LayerNormalization(axis=[1, 2, 3]) at its initial weights.")
     return ("matches keras.layers.GroupNormalization in 4 cases: 3 groups, 1 group (layer norm), "
@@ -269,16 +271,16 @@ def layer_norm(fn):
                    hint="gamma and beta have the shape of x over `axes` only; to broadcast, they "
                         "need size-1 axes where x has the axes that are not normalised.")
         args = (x, gamma, beta, axes, eps)
-        wrong = [Wrong(lambda how=how: layer_norm_numpy(*args, how=how), *LAYER_MESSAGES[how])
+        wrong = [Wrong(partial(layer_norm_numpy, *args, how=how), *LAYER_MESSAGES[how])
                  for how in ("last_only", "batch_axis", "with_batch", "std_plus_eps", "no_sqrt",
                              "swapped", "no_affine")]
-        wrong += [Wrong(lambda: layer_norm_numpy(*args, ddof=1), *LAYER_MESSAGES["unbiased"]),
-                  Wrong(lambda: layer_norm_numpy(x, gamma, beta, axes, 0.0),
+        wrong += [Wrong(partial(layer_norm_numpy, *args, ddof=1), *LAYER_MESSAGES["unbiased"]),
+                  Wrong(partial(layer_norm_numpy, x, gamma, beta, axes, 0.0),
                         *LAYER_MESSAGES["no_eps"])]
-        wrong += _eps_mistakes(eps, lambda e: layer_norm_numpy(x, gamma, beta, axes, e),
+        wrong += _eps_mistakes(eps, partial(layer_norm_numpy, x, gamma, beta, axes),
                                LAYER_MESSAGES)
         match(got, _keras_layer_norm(x, gamma, beta, axes, eps), wrong=wrong, case=case,
-              name="layer_norm's result",
+              name="layer_norm's result", dtype=np.float32,
               selftest="with gamma = 1 and beta = 0, every example's values over `axes` should "
                        "have mean 0 and variance var / (var + eps).")
     return ("matches keras.layers.LayerNormalization in 4 cases: the last axis of a sequence "
@@ -395,13 +397,13 @@ def renorm_r_d(fn):
         right = renorm_reference(x, ones, 0 * ones, mu, sigma, mu, sigma, epsilon=eps,
                                  rmin=1 / rmax, rmax=rmax, dmax=dmax)
         args = (x, mu, sigma, eps, rmax, dmax)
-        wrong = [Wrong(lambda how=how: renorm_numpy(*args, how=how), *RENORM_MESSAGES[how])
+        wrong = [Wrong(partial(renorm_numpy, *args, how=how), *RENORM_MESSAGES[how])
                  for how in ("r_inverted", "d_sign", "d_batch_std", "no_clip", "no_clip_r",
                              "no_clip_d", "r_no_lower", "d_no_lower", "d_to_zero", "no_eps",
                              "std_plus_eps", "variance")]
-        wrong.append(Wrong(lambda: renorm_numpy(*args, ddof=1), *RENORM_MESSAGES["unbiased"]))
-        wrong += _eps_mistakes(eps, lambda e: renorm_numpy(x, mu, sigma, e, rmax, dmax),
-                               RENORM_MESSAGES)
+        wrong.append(Wrong(partial(renorm_numpy, *args, ddof=1), *RENORM_MESSAGES["unbiased"]))
+        wrong += _eps_mistakes(eps, lambda e, x=x, mu=mu, sigma=sigma, rmax=rmax, dmax=dmax:
+                               renorm_numpy(x, mu, sigma, e, rmax, dmax), RENORM_MESSAGES)
         match(got, {"r": right["r"], "d": right["d"]}, wrong=wrong, case=case,
               name="renorm_r_d's result",
               selftest="with rmax and dmax huge, x_hat * r + d should equal "

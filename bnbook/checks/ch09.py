@@ -59,14 +59,19 @@ def _replicas(seed: int, counts, features: int, centre: float):
     return data, triples
 
 
-def _merge64(triples):
-    """The right merge, in float64."""
+def _merge64(triples, *, weight: str = "b", sign: float = 1.0, carry: bool = True):
+    """The right merge, in float64, one triple at a time; or, with the other arguments, the
+    same loop with a learner's slip: the mean moved by delta * n_a / n (``weight="a"``), or
+    away from the new replica (``sign=-1``), or the running count never updated
+    (``carry=False``: returns the count of the last ``total``)."""
     n, mean, m2 = triples[0][0], np.float64(triples[0][1]), np.float64(triples[0][2])
     for n_b, mean_b, m2_b in triples[1:]:
         total = n + n_b
         delta = np.float64(mean_b) - mean
-        mean, m2, n = mean + delta * n_b / total, m2 + m2_b + delta ** 2 * n * n_b / total, total
-    return n, mean, m2
+        step = delta * (n_b if weight == "b" else n) / total
+        mean, m2 = mean + sign * step, m2 + m2_b + delta ** 2 * n * n_b / total
+        n = total if carry else n
+    return (n if carry else total), mean, m2
 
 
 def _merge_variants(triples):
@@ -86,6 +91,10 @@ def _merge_variants(triples):
         "between_over_n": (total, weighted, m2s.sum(axis=0) + between / total),
         "first_two": (n2, mean2, m2_2),
         "replicas_counted": (len(triples), weighted, m2s.sum(axis=0) + between),
+        "count_not_carried": _merge64(triples, carry=False),
+        "count_not_carried_first": (triples[0][0], *_merge64(triples, carry=False)[1:]),
+        "weight_swapped": _merge64(triples, weight="a"),
+        "delta_sign": _merge64(triples, sign=-1.0),
     }
 
 
@@ -107,7 +116,20 @@ _MERGE_MESSAGES = {
                   "merge any number of replicas: fold the triples in one at a time."),
     "replicas_counted": ("Your count is the number of replicas, not the number of values.",
                          "the merged count is the sum of the replicas' counts."),
+    "count_not_carried": ("Right for two replicas, wrong from the third: your loop does not "
+                          "carry the merged count forward.",
+                          "after each merge, the running count is the number of values merged "
+                          "so far, and the next merge weights with it."),
+    "weight_swapped": ("Your merged mean leans towards the wrong replica: it moved by delta "
+                       "times the first replica's share of the values.",
+                       "the merged mean moves from the first mean towards the second one in "
+                       "proportion to the second replica's share, n_b / n."),
+    "delta_sign": ("Your merged mean moved away from the second replica's mean instead of "
+                   "towards it: a sign slip in delta or in the mean's update.",
+                   "with delta = mean_b - mean_a, the merged mean lies between mean_a and "
+                   "mean_b."),
 }
+_MERGE_MESSAGES["count_not_carried_first"] = _MERGE_MESSAGES["count_not_carried"]
 
 
 @checker("9.1")
@@ -278,6 +300,12 @@ def fold_into_next_dense(fn):
                   "BN's shift beta - s * mean is added to each input before the kernel."),
             Wrong({"bias": b64 + np.float64(beta) @ k64},
                   "The bias ignores the moving mean.", "BN's shift is beta - s * mean."),
+            Wrong({"bias": b64 + (np.float64(beta) - s * mean) @ (s[:, None] * k64)},
+                  "BN's shift went through the folded kernel, so it was scaled by s twice.",
+                  "BN's shift is added after BN's scaling: it meets the original kernel."),
+            Wrong({"bias": b64 + (s * (np.float64(beta) - mean)) @ k64},
+                  "Your bias scales beta by s as well: BN adds beta after scaling.",
+                  "BN(x) = s * (x - mean) + beta: only x - mean is scaled."),
         ]
         wrong += _scale_wrongs(gamma, variance, case.eps, _fold_next,
                                (gamma, beta, mean, variance, case.eps, kernel, bias))
@@ -309,6 +337,10 @@ _CONV_HINT = ("Keras stores a Conv2D kernel as (height, width, input channels, o
               "channel's filter is scaled by its s.")
 
 
+_NONE_BIAS_HINT = ("this case's convolution has no bias (use_bias=False), so `bias` is None; "
+                   "your function must handle that.")
+
+
 @checker("9.3")
 def fold_into_conv(fn):
     """Check ``fold_into_conv(kernel, bias, gamma, beta, mean, variance, eps)``; bias may be None."""
@@ -325,7 +357,12 @@ def fold_into_conv(fn):
             case.seed, case["kernel"], case.channels_in, case.channels_out, case["bias"])
         args = [kernel.copy(), None if bias is None else bias.copy()] + \
             [a.copy() for a in (gamma, beta, mean, variance)] + [case.eps]
-        result = _call(fn, *args, what="fold_into_conv", hint=_CONV_HINT, case=case)
+        try:
+            result = _call(fn, *args, what="fold_into_conv", hint=_CONV_HINT, case=case)
+        except ExerciseMistake as err:
+            if bias is None and "NoneType" in err.mistake:
+                raise ExerciseMistake(err.mistake, _NONE_BIAS_HINT) from None
+            raise
         if isinstance(result, (tuple, list)) and len(result) == 2 and result[1] is None:
             raise ExerciseMistake(
                 f"In {case}: your folded bias is None. A convolution without a bias still needs "
@@ -352,10 +389,19 @@ def fold_into_conv(fn):
             Wrong({"bias": (b64 - mean) / s + beta}, "The bias was divided by s where BN "
                   "multiplies.", "s = gamma / sqrt(variance + eps) multiplies (b - mean)."),
         ]
+        wrong.append(Wrong({"bias": (b64 - mean + beta) * s},
+                           "Your bias scales beta by s as well: BN adds beta after scaling.",
+                           "BN(z) = s * (z - mean) + beta: only z - mean is scaled."))
         if bias is not None:
             wrong.append(Wrong({"bias": -mean * s + beta},
                                "The conv's own bias is missing from the folded bias.",
                                "b' = s * (b - mean) + beta, with b the conv's bias."))
+        else:
+            wrong.append(Wrong({"bias": np.zeros_like(s)},
+                               "Your folded bias is zero for a convolution without a bias: "
+                               "BN's shift was dropped.",
+                               "a missing bias counts as zeros, and then goes through BN like "
+                               "any other bias."))
         wrong += _scale_wrongs(gamma, variance, case.eps, _fold_conv,
                                (kernel, bias, gamma, beta, mean, variance, case.eps))
         match(result, {"kernel": right_kernel, "bias": right_bias}, case=case, tensor=False,

@@ -3,12 +3,16 @@ only what the notebooks need at run time, and chapter 1's exercise notebook runs
 
 Slow (a virtual environment with TensorFlow): `make fresh-install` runs it, `make unit` does not.
 The packages come from a local wheelhouse (BNBOOK_WHEELHOUSE, default ~/.cache/bnbook/wheels),
-filled from PyPI on the first run only (about 700 MB), at the versions requirements.txt pins; after
-that the install is offline.
+filled from PyPI on the first run only (about 630 MB), at the versions requirements.txt pins; after
+that the install is offline. Writing TensorFlow into a new environment takes minutes on a small
+machine, so the environment is kept beside the wheelhouse and made anew only when what it was
+made from changes: the Python version, pyproject.toml's dependencies and the pins (the key in its
+name). bnbook itself is reinstalled on every run. BNBOOK_FRESH=1 forces a new environment.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -67,21 +71,45 @@ def script_of(notebook: Path) -> str:
     return "\n".join(transform(c.source) for c in cells if c.cell_type == "code")
 
 
+def environment_key() -> str:
+    """What the environment was made from: Python's version, the dependencies, the pins."""
+    made_from = [sys.version.split()[0], dependency_spec(), *pinned_runtime()]
+    return hashlib.sha256(repr(made_from).encode()).hexdigest()[:12]
+
+
+def dependency_spec() -> str:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return repr((project["dependencies"], project.get("requires-python")))
+
+
 @pytest.fixture(scope="module")
 def fresh_python(tmp_path_factory) -> tuple[Path, list[str]]:
-    """(the fresh environment's python, the distributions installed in it)."""
+    """(the environment's python, the distributions installed in it)."""
     tmp = tmp_path_factory.mktemp("fresh")
     source = package_copy(tmp)
-    subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True, timeout=300)
-    python = tmp / "venv" / ("Scripts" if os.name == "nt" else "bin") / "python"
+    venv = WHEELHOUSE.parent / f"venv-{environment_key()}"
+    python = venv / ("Scripts" if os.name == "nt" else "bin") / "python"
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
-    install = pip(python, "install", "--quiet", str(source), *pinned_runtime(), offline=True)
-    if install.returncode:  # the first run: fill the wheelhouse from PyPI, then install offline
-        download = pip(python, "download", "--quiet", "--dest", str(WHEELHOUSE), "setuptools>=77",
-                       "wheel", *pinned_runtime(), offline=False)
-        assert download.returncode == 0, f"could not fill {WHEELHOUSE}:\n{download.stderr[-3000:]}"
-        install = pip(python, "install", "--quiet", str(source), *pinned_runtime(), offline=True)
-    assert install.returncode == 0, f"pip install . failed:\n{install.stderr[-3000:]}"
+    if os.environ.get("BNBOOK_FRESH") == "1" or not (venv / "complete").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        install = pip(python, "install", "--quiet", "--no-compile", str(source), *pinned_runtime(),
+                      offline=True)
+        if install.returncode:  # the first run: fill the wheelhouse from PyPI, then offline
+            download = pip(python, "download", "--quiet", "--dest", str(WHEELHOUSE),
+                           "setuptools>=77", "wheel", *pinned_runtime(), offline=False)
+            assert download.returncode == 0, \
+                f"could not fill {WHEELHOUSE}:\n{download.stderr[-3000:]}"
+            install = pip(python, "install", "--quiet", "--no-compile", str(source),
+                          *pinned_runtime(), offline=True)
+        assert install.returncode == 0, f"pip install . failed:\n{install.stderr[-3000:]}"
+        (venv / "complete").touch()
+    else:  # the same dependencies as when it was made: put this bnbook in, nothing else
+        install = pip(python, "install", "--quiet", "--no-deps", "--force-reinstall", str(source),
+                      offline=True)
+        assert install.returncode == 0, f"pip install . failed:\n{install.stderr[-3000:]}"
+        check = pip(python, "check", offline=False)
+        assert check.returncode == 0, f"the kept environment is broken:\n{check.stdout}"
     listed = pip(python, "list", "--format=freeze", offline=False)
     names = [line.split("==")[0] for line in listed.stdout.splitlines() if "==" in line]
     return python, names
