@@ -8,6 +8,9 @@ Modules:
     bnbook.mnist_mlp   -- the classic MNIST experiment's data, weights and training loop (ch. 2-3)
     bnbook.keras_demos -- small data sets and models for the Keras layer chapter (ch. 4)
     bnbook.tf1_demos   -- TF1-style graph building blocks (ch. 5)
+    bnbook.convnets    -- subsampled NHWC MNIST, small CNNs and ResNets, training, recalibration (ch. 6)
+    bnbook.backward    -- BN's backward pass, a custom-gradient op, gradient checks, timing (ch. 7)
+    bnbook.small_batch -- the batch-size sweep, batch renorm, ghost batches, sequences (ch. 8)
     bnbook.deploy      -- logical devices, moment merging, BN folding, TFLite, timing (ch. 9)
     bnbook.plots       -- the book's figures
     bnbook.checks      -- the checkers that exercise notebooks call after each exercise

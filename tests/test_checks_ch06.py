@@ -285,3 +285,191 @@ def test_6_3_right_answers_written_another_way(capsys):
 def test_6_3_mistakes(train, evaluate, message):
     with pytest.raises(ExerciseMistake, match=message):
         check.fix_script(train, evaluate)
+
+
+# --- learner attempts from review R3: wrong answers the first checker accepted or named badly, and
+# right answers written another way ---------------------------------------------------------------
+
+def variant_block(x, filters, strides=1, *, stride_on_second=False, projection_kernel=1,
+                  projection_relu=False, ops=False, zeros_object=False):
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = L.Conv2D(filters, projection_kernel, strides=strides, padding="same",
+                            use_bias=False)(x)
+        shortcut = L.BatchNormalization()(shortcut)
+        if projection_relu:
+            shortcut = L.ReLU()(shortcut)
+    branch = L.Conv2D(filters, (3, 3), strides=1 if stride_on_second else strides,
+                      padding="same", use_bias=False)(x)
+    branch = L.Activation(keras.activations.relu)(L.BatchNormalization(axis=-1)(branch))
+    branch = L.Conv2D(filters, 3, strides=strides if stride_on_second else 1, padding="same",
+                      use_bias=False)(branch)
+    branch = L.BatchNormalization(
+        gamma_initializer=keras.initializers.Zeros() if zeros_object else "zeros")(branch)
+    if ops:  # Keras 3: `+` and keras.ops.relu on Keras tensors are graph operations too
+        return keras.ops.relu(shortcut + branch)
+    return L.ReLU()(L.Add()([shortcut, branch]))
+
+
+@pytest.mark.parametrize("options", [dict(ops=True), dict(zeros_object=True)])
+def test_6_1_more_right_answers(options, capsys):
+    passes(check.residual_block, lambda x, f, s=1: variant_block(x, f, s, **options),
+           capsys=capsys)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(stride_on_second=True), "case 3 of 3.*strides are 1 \\(first convolution\\) and 2"),
+    (dict(projection_kernel=3), "case 2 of 3.*projection shortcut's convolution is 3x3"),
+    (dict(projection_relu=True), "projection shortcut ends with an activation"),
+])
+def test_6_1_more_mistakes(options, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.residual_block(lambda x, f, s=1: variant_block(x, f, s, **options))
+
+
+def test_6_1_nested_sequential_is_named():
+    def answer(x, filters, strides=1):
+        shortcut = x
+        if strides != 1 or x.shape[-1] != filters:
+            shortcut = keras.Sequential([L.Conv2D(filters, 1, strides=strides, use_bias=False),
+                                         L.BatchNormalization()])(x)
+        branch = keras.Sequential([
+            L.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False),
+            L.BatchNormalization(), L.ReLU(),
+            L.Conv2D(filters, 3, padding="same", use_bias=False),
+            L.BatchNormalization(gamma_initializer="zeros")])(x)
+        return L.ReLU()(L.Add()([shortcut, branch]))
+    with pytest.raises(ExerciseMistake, match="nested model"):
+        check.residual_block(answer)
+
+
+def recalibrate_variant(model, batches, *, read_once=False, momentum_zero=True, freeze=True):
+    layers = bn_layers(model)
+    saved = [(layer.trainable, layer.momentum) for layer in layers]
+    for layer in layers:
+        layer.trainable = layer.trainable and not freeze
+    for target in layers:
+        target.trainable = True
+        if momentum_zero:
+            target.momentum = 0.0
+        count, total, second = 0, 0.0, 0.0
+        for batch in batches:
+            model(batch, training=True)
+            if read_once:    # the statistics read once, after the loop
+                continue
+            mean = target.moving_mean.numpy().astype(np.float64)
+            var = target.moving_variance.numpy().astype(np.float64)
+            count, total = count + len(batch), total + len(batch) * mean
+            second = second + len(batch) * (var + mean ** 2)
+        if not read_once:
+            target.moving_mean.assign((total / count).astype(np.float32))
+            target.moving_variance.assign((second / count - (total / count) ** 2)
+                                          .astype(np.float32))
+        target.trainable = not freeze
+    for layer, (trainable, momentum) in zip(layers, saved):
+        layer.trainable, layer.momentum = trainable, momentum
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(read_once=True), "LAST batch only"),
+    (dict(momentum_zero=False), "mix in the old moving statistics"),
+    (dict(freeze=False), "other BN layers were left in training mode"),
+])
+def test_6_2_more_mistakes(options, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.recalibrate(lambda m, b: recalibrate_variant(m, b, **options))
+
+
+def test_6_2_flags_message_names_only_what_changed():
+    def answer(model, batches):
+        recalibrate(model, batches)
+        for layer in bn_layers(model):
+            layer.trainable = True
+    with pytest.raises(ExerciseMistake, match=r"trainable False->True\)"):
+        check.recalibrate(answer)
+
+
+def test_6_2_right_answers_written_another_way(capsys):
+    def one_call_per_layer(model, batches):
+        data = np.concatenate(batches)
+        layers = bn_layers(model)
+        saved = [(layer.trainable, layer.momentum) for layer in layers]
+        try:
+            for layer in layers:
+                layer.trainable = False
+            for target in layers:
+                target.trainable, target.momentum = True, 0.0
+                model(data, training=True)
+                target.trainable = False
+        finally:
+            for layer, (trainable, momentum) in zip(layers, saved):
+                layer.trainable, layer.momentum = trainable, momentum
+
+    def spy_on_inputs(model, batches):
+        for target in bn_layers(model):
+            seen, original = [], target.call
+
+            def spy(x, *args, _seen=seen, _original=original, **kwargs):
+                _seen.append(x)
+                return _original(x, *args, **kwargs)
+            target.call = spy
+            for batch in batches:
+                model(batch, training=False)
+            target.call = original
+            x = tf.cast(tf.concat(seen, 0), tf.float64)
+            mean, variance = tf.nn.moments(x, list(range(len(x.shape) - 1)))
+            target.moving_mean.assign(tf.cast(mean, tf.float32))
+            target.moving_variance.assign(tf.cast(variance, tf.float32))
+
+    passes(check.recalibrate, one_call_per_layer, capsys=capsys)
+    passes(check.recalibrate, spy_on_inputs, capsys=capsys)
+
+
+def train_variant(skip_one=False, shuffle=False, overlap=False):
+    def train(model, x, y, batch_size, epochs, learning_rate):
+        optimizer = keras.optimizers.SGD(learning_rate)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        rng = np.random.default_rng(0)
+        for _ in range(epochs):
+            if shuffle:
+                order = rng.permutation(len(x))
+                x, y = x[order], y[order]
+            starts = range(len(x) // batch_size) if overlap else range(0, len(x), batch_size)
+            for start in starts:
+                x_batch, y_batch = x[start:start + batch_size], y[start:start + batch_size]
+                if len(x_batch) == 1 if skip_one else len(x_batch) < batch_size:
+                    continue
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(y_batch, model(x_batch, training=True))
+                grads = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return train
+
+
+@pytest.mark.parametrize("options, message", [
+    # skips only a batch of one: case 2 leaves a batch of 2
+    (dict(skip_one=True), "(?s)case 2 of 3.*last batch of 2 examples"),
+    (dict(shuffle=True), "weights differ from those of the colleague's script"),
+    (dict(overlap=True), "weights differ from those of the colleague's script"),   # start = i
+])
+def test_6_3_more_mistakes(options, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.fix_script(train_variant(**options), make_evaluate())
+
+
+def test_6_3_index_loop_and_one_call_evaluate(capsys):
+    def train(model, x, y, batch_size, epochs, learning_rate):
+        optimizer = keras.optimizers.SGD(learning_rate)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        for _ in range(epochs):
+            for i in range(len(x) // batch_size):
+                part = slice(i * batch_size, (i + 1) * batch_size)
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(y[part], model(x[part], training=True))
+                grads = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    def evaluate(model, x, y, batch_size):
+        return np.mean(np.argmax(model(x), axis=-1) == y)
+
+    passes(check.fix_script, train, evaluate, capsys=capsys)

@@ -164,7 +164,7 @@ def make_dense_bn(eps, how="right"):
             dgamma = tf.reduce_sum(dy * z_hat, axis=0)
             bracket = {"no_mean_term": m * dy - z_hat * dgamma,
                        "no_var_term": m * dy - dbeta}.get(how, m * dy - dbeta - z_hat * dgamma)
-            dz = gamma * s / m * bracket
+            dz = (s / m * bracket) if how == "no_gamma" else gamma * s / m * bracket
             if how == "sign":
                 dz = -dz
             dx, dw = dz @ tf.transpose(w), tf.transpose(x) @ dz
@@ -174,6 +174,8 @@ def make_dense_bn(eps, how="right"):
                 dw = tf.transpose(dz) @ x
             if how == "swapped":
                 return dx, dw, dbeta, dgamma
+            if how == "dx_dw_swapped":
+                return dw, dx, dgamma, dbeta
             if how == "three":
                 return dx, dw, dgamma
             if how == "none_gamma":
@@ -210,6 +212,8 @@ DENSE_MISTAKES = [
     ("swapped", "dgamma and dbeta are swapped"),
     ("dz_for_x", r"dL/dx has shape \(6, 3\), the shape of z = x @ w"),
     ("dw_transposed", r"dL/dw has shape \(3, 5\), w's shape transposed"),
+    ("no_gamma", r"Your dz \(and so dx and dw\) is missing the factor gamma"),
+    ("dx_dw_swapped", r"dL/dx has shape \(5, 3\), the shape of w: are dx and dw swapped"),
     ("three", "the tape, calling your backward function, raised"),
     ("none_gamma", r"no gradient for gamma \(dL/dgamma is None\)"),
     ("hard_m", r"In case 2 of 3 .*case 1 passed; this one changes batch"),
@@ -239,6 +243,8 @@ def numerical_gradient(f, x, h, how="right"):
             out[i] = (f((flat + step).reshape(np.shape(x)))
                       - f((flat - step).reshape(np.shape(x)))) / (2 * h)
         return out.reshape(np.shape(x))
+    if how == "fixed_h":  # ignores the h it is given
+        h = 1e-5
     if how == "in_place_drift":
         work = x  # no copy, and restoring by arithmetic leaves rounding behind
     else:
@@ -262,7 +268,8 @@ def numerical_gradient(f, x, h, how="right"):
         elif how != "not_restored":
             work[index] = keep
         grad[index] = {"forward": (plus - base) / h, "backward": (base - minus) / h,
-                       "over_h": (plus - minus) / h, "over_4h": (plus - minus) / (4 * h)
+                       "over_h": (plus - minus) / h, "over_4h": (plus - minus) / (4 * h),
+                       "precedence": (plus - minus) / 2 * h
                        }.get(how, (plus - minus) / (2 * h))
     if how == "flat":
         return grad.ravel()
@@ -294,6 +301,8 @@ NUMERIC_MISTAKES = [
     ("backward", "backward differences"),
     ("over_h", "divided by h instead of 2h"),
     ("over_4h", "divided by 4h instead of 2h"),
+    ("precedence", r"You wrote `/ 2 \* h`"),
+    ("fixed_h", "did not use the step h you were given"),
     ("not_restored", "did not put each entry back"),
     ("all_at_once", "moved every entry at once"),
     ("in_place_drift", "changed the array x it was given"),

@@ -35,6 +35,8 @@ def group_norm(x, gamma, beta, groups, eps, how="right"):
         grouped, axes = x, [1, 2, 3]
     if how == "batch_norm":
         grouped, axes = x, [0, 1, 2]
+    if how == "groups_swapped":             # C // groups groups of `groups` channels
+        grouped, axes = tf.reshape(x, [-1, h, w, c // groups, groups]), [1, 2, 4]
     if how == "hard_groups":
         fixed = 3 if c % 3 == 0 else 2      # "3 groups", as in the first case
         grouped, axes = tf.reshape(x, [-1, h, w, fixed, c // fixed]), [1, 2, 4]
@@ -107,6 +109,7 @@ GROUP_MISTAKES = [
     ("swapped", "gamma and beta are swapped"),
     ("no_affine", "without the scale and shift"),
     ("hard_eps", "Forgot epsilon: you did not use the `eps` argument"),
+    ("groups_swapped", r"C / groups groups of `groups` channels each"),
     ("hard_groups", r"case 2 of 4 .*changes x, groups, eps"),
     ("float64", "dtype float64; expected float32"),
     ("list", "Python list"),
@@ -168,7 +171,8 @@ def test_8_1_numpy_reference_matches_keras():
 
 def layer_norm(x, gamma, beta, axes, eps, how="right"):
     reduce = {"last_only": [len(x.shape) - 1], "batch_axis": [0],
-              "with_batch": [0] + list(axes), "hard_axes": [1, 2, 3][:len(x.shape) - 1]
+              "with_batch": [0] + list(axes), "hard_axes": [1, 2, 3][:len(x.shape) - 1],
+              "all_but_batch": list(range(1, len(x.shape))),
               }.get(how, axes)
     mean, var = tf.nn.moments(x, axes=reduce, keepdims=True)
     if how == "unbiased":
@@ -225,7 +229,9 @@ LAYER_MISTAKES = [
     ("swapped", "gamma and beta are swapped"),
     ("no_affine", "without the scale and shift"),
     ("hard_eps", "Forgot epsilon: you did not use the `eps` argument"),
-    ("hard_axes", r"In case 1 of 4 \(x=\(3, 6, 4\), axes=\[2\], eps=0.001\): .*matches no mistake"),
+    ("all_but_batch", "normalised over every axis but the batch, not over the axes you were given"),
+    # the first case's axes, [1, 2, 3], cut to the rank: on 3-D input that is every axis but the batch
+    ("hard_axes", "normalised over every axis but the batch"),
     ("no_reshape", r"In case 3 of 4 .*layer_norm raised .*Incompatible shapes"),
 ]
 
@@ -253,7 +259,7 @@ def test_8_2_numpy_reference_matches_keras():
 # ---- 8.3: renorm_r_d(x, moving_mean, moving_std, eps, rmax, dmax) -> (r, d) -------------------
 
 def renorm_r_d(x, mu, sigma, eps, rmax, dmax, how="right"):
-    axes = tuple(range(x.ndim - 1))
+    axes = (0,) if how == "axis0" else tuple(range(x.ndim - 1))
     var = x.var(axis=axes, ddof=1 if how == "unbiased" else 0)
     used_eps = {"no_eps": 0.0, "fixed_eps": 1e-5, "hard_eps": 1e-3}.get(how, eps)
     std = {"std_plus_eps": np.sqrt(var) + eps, "variance": var + eps}.get(how, np.sqrt(var + used_eps))
@@ -310,7 +316,8 @@ RENORM_MISTAKES = [
     ("unbiased", r"unbiased variance \(divided by n - 1\)"),
     ("hard_eps", "Forgot epsilon: you did not use the `eps` argument"),
     ("hard_limits", r"case 2 of 3 .*changes x, eps, rmax, dmax"),
-    ("swapped", r"In case 1 of 3 \(.*\): your r is wrong at .*matches no mistake"),
+    ("swapped", "r and d are swapped"),
+    ("axis0", r"In case 2 of 3 .*your r has shape \(4, 2, 6\): you averaged over axis 0 only"),
     ("one", r"expected 2 results: \(r, d\)"),
 ]
 

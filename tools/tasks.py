@@ -9,7 +9,8 @@ Commands:
     book       build the HTML book strictly (any warning fails) into _build/html
     exercises  regenerate the exercise notebooks from the solution notebooks
     test       the checks that run anywhere: ruff, the exercise and first-cell staleness checks,
-               the unit tests, strict nbval of lessons and solutions, the exercise notebooks,
+               the unit tests, strict nbval of lessons and solutions (twice: the second time
+               with other numeric kernels, tools/second_pass.py), the exercise notebooks,
                a fresh install of the helper package, the strict build (the browser tests
                need a Chromium: `make site-test`, or `pytest tests/browser` with BNBOOK_BROWSER)
 
@@ -101,6 +102,9 @@ def main(argv: list[str]) -> int:
         run(pytest + ["tests", "--ignore=tests/notebooks", "--ignore=tests/browser",
                       "--ignore=tests/install"])
         run(pytest + ["--nbval", "--nbval-current-env"] + executed)
+        # The same pass with other numeric kernels (tools/second_pass.py says which it turns off).
+        run(python + ["tools/second_pass.py", "--"] + pytest + ["--nbval", "--nbval-current-env"]
+            + executed)
         run(pytest + ["tests/notebooks"])
         run(pytest + ["tests/install"])
         shutil.rmtree(ROOT / "_build" / "html", ignore_errors=True)

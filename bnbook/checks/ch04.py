@@ -89,6 +89,9 @@ def moving_statistics(fn):
             Wrong(lambda: hand(momentum=0.99) if m != 0.99 else None,
                   "You used Keras' default momentum 0.99 instead of the `momentum` argument.",
                   "use the momentum the function is given."),
+            Wrong(lambda: hand(momentum=0.9) if m != 0.9 else None,
+                  "You used momentum 0.9 (the first case's) instead of the `momentum` argument.",
+                  "use the momentum the function is given."),
             Wrong(lambda: dict(zip(("moving mean", "moving variance"),
                                    _by_hand(old_mean, old_var, batches[-1:], m)))
                   if len(batches) > 1 else None,
@@ -485,7 +488,7 @@ def prepare_for_finetuning(fn):
         got = {"trainable flags": _got_flags(base)}
         nested_bn = [layer for layer in kd.bn_layers(base) if layer not in base.layers]
         flat_hint = ("walk the layers recursively: a layer that has `.layers` (a nested model) "
-                     "holds layers of its own, and kd.bn_layers-style recursion finds them.")
+                     "holds layers of its own; a function that calls itself on it finds them.")
         match(got, want, case=case, name="the base's layers", wrong=[
             Wrong({"trainable flags": _want_flags(base, bn_trainable=False, others=False)},
                   "The base is still frozen: no layer of it is trainable.",

@@ -43,6 +43,8 @@ def _is_relu(entry) -> bool:
     kind, config, _ = entry
     if kind == "ReLU":
         return config.get("max_value") is None and not config.get("negative_slope")
+    if kind == "Relu":  # keras.ops.relu applied to a Keras tensor
+        return True
     return kind == "Activation" and config.get("activation") == "relu"
 
 
@@ -151,6 +153,32 @@ def residual_block(fn):
                     or _chain(graph, p)[-2:] == [p, input_name] and len(_chain(graph, p)) == 2]
         branch = [p for p in parents if p not in shortcut]
         if len(branch) != 1 or len(shortcut) != 1:
+            nested = [name for name, (kind, _, _) in graph.items()
+                      if kind in ("Sequential", "Functional", "Model")]
+            if nested:
+                raise ExerciseMistake(
+                    where + f"the block contains a nested model ({nested[0]}); the check reads "
+                    "the block layer by layer.",
+                    "apply each layer to a tensor yourself (branch = Conv2D(...)(x), "
+                    "branch = BatchNormalization()(branch), ...) instead of wrapping them in a "
+                    "Sequential.")
+            for p in parents:
+                chain = _chain(graph, p)
+                kinds = [graph[n][0] for n in chain]
+                if kinds == ["BatchNormalization", "Conv2D", "InputLayer"] \
+                        and _kernel(graph[chain[1]][1]) != (1, 1):
+                    raise ExerciseMistake(
+                        where + f"the projection shortcut's convolution is "
+                        f"{'x'.join(map(str, _kernel(graph[chain[1]][1])))}, not 1x1.",
+                        "project the shortcut with Conv2D(filters, 1, strides=strides): a 1x1 "
+                        "convolution only maps the channels.")
+                if _is_relu(graph[p]) and kinds[1:] == ["BatchNormalization", "Conv2D",
+                                                        "InputLayer"] \
+                        and _kernel(graph[chain[2]][1]) == (1, 1):
+                    raise ExerciseMistake(
+                        where + "the projection shortcut ends with an activation before the Add.",
+                        "the shortcut is 1x1 Conv2D -> BN, nothing more; the only activation "
+                        "on the shortcut's path is the ReLU after the Add.")
             raise ExerciseMistake(
                 where + "could not tell the shortcut from the branch among the Add's inputs.",
                 "the shortcut is `x` itself or a 1x1 Conv2D -> BN of `x`; the branch is "
@@ -189,6 +217,14 @@ def residual_block(fn):
         if any(_kernel(graph[n][1]) != (3, 3) for n in (chain[1], chain[4])):
             raise ExerciseMistake(where + "the branch's convolutions are not 3x3.",
                                   "use kernel_size=3 with padding='same'.")
+        if _strides(graph[chain[4]][1]) != (case.strides,) * 2 \
+                or _strides(graph[chain[1]][1]) != (1, 1):
+            raise ExerciseMistake(
+                where + f"the branch's strides are {_strides(graph[chain[4]][1])[0]} (first "
+                f"convolution) and {_strides(graph[chain[1]][1])[0]} (second); expected "
+                f"{case.strides} and 1.",
+                "the block's stride goes on the branch's FIRST convolution (as in Keras' "
+                "ResNet); the second one keeps stride 1.")
         zero = {name: _gamma_zero(model, name) for name, (kind, _, _) in graph.items()
                 if kind == "BatchNormalization"}
         if not zero[chain[0]] and not any(zero.values()):
@@ -259,14 +295,16 @@ class _Switched:
     """Within the block: only the ``targets`` BN layers run in training mode, with momentum 0
     (a training-mode call stores exactly that batch's statistics); flags restored afterwards."""
 
-    def __init__(self, model, targets):
+    def __init__(self, model, targets, momentum_zero=True):
         self.layers, self.targets = _bn_layers(model), targets
+        self.momentum_zero = momentum_zero
 
     def __enter__(self):
         self.saved = [(layer.trainable, layer.momentum) for layer in self.layers]
         for layer in self.layers:
             layer.trainable = any(layer is t for t in self.targets)
-            layer.momentum = 0.0
+            if self.momentum_zero:
+                layer.momentum = 0.0
 
     def __exit__(self, *exc):
         for layer, (trainable, momentum) in zip(self.layers, self.saved):
@@ -283,11 +321,12 @@ def _exact(model, batches):
     return _stats(model)
 
 
-def _pooled(model, batches, targets, *, weighted=True, total_variance=True, ddof=0):
+def _pooled(model, batches, targets, *, weighted=True, total_variance=True, ddof=0,
+            momentum_zero=True):
     """Statistics of each BN layer in ``targets`` over ``batches``, pooled from the per-batch
     moments (variants of the right pooling), with only ``targets`` in training mode."""
     sums = {id(layer): [0.0, 0.0, 0.0] for layer in targets}
-    with _Switched(model, targets):
+    with _Switched(model, targets, momentum_zero):
         for batch in batches:
             model(batch, training=True)
             n = len(batch) if weighted else 1
@@ -312,6 +351,30 @@ def _pooled(model, batches, targets, *, weighted=True, total_variance=True, ddof
 def _layer_by_layer(model, batches, **kwargs):
     for layer in _bn_layers(model):
         _pooled(model, batches, [layer], **kwargs)
+    return _stats(model)
+
+
+def _not_frozen(model, batches):
+    """Each BN layer in turn given momentum 0 and its batch moments pooled, but the other BN
+    layers left in training mode (and the earlier targets left at momentum 0)."""
+    layers = _bn_layers(model)
+    saved = [layer.momentum for layer in layers]
+    try:
+        for target in layers:
+            target.momentum = 0.0
+            count, total, second = 0, 0.0, 0.0
+            for batch in batches:
+                model(batch, training=True)
+                mean = target.moving_mean.numpy().astype(np.float64)
+                var = target.moving_variance.numpy().astype(np.float64)
+                count, total = count + len(batch), total + len(batch) * mean
+                second = second + len(batch) * (var + mean ** 2)
+            target.moving_mean.assign((total / count).astype(np.float32))
+            target.moving_variance.assign((second / count - (total / count) ** 2)
+                                          .astype(np.float32))
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
     return _stats(model)
 
 
@@ -394,7 +457,9 @@ def recalibrate(fn):
         flags, others = _flags(model), _other_weights(model)
         call(fn, model, [b.copy() for b in batches], what="your recalibrate", case=case)
         where = f"In {case}: "
-        changed_flags = [f"{name}: trainable {t0}->{t1}, momentum {m0:g}->{m1:g}"
+        changed_flags = [f"{name}: " + ", ".join(
+                             ([f"trainable {t0}->{t1}"] if t0 != t1 else [])
+                             + ([f"momentum {m0:g}->{m1:g}"] if m0 != m1 else []))
                          for (name, t0, m0), (_, t1, m1) in zip(flags, _flags(model))
                          if (t0, m0) != (t1, m1)]
         if changed_flags:
@@ -443,6 +508,22 @@ def recalibrate(fn):
                   "The BN layers inside the nested model kept their old statistics.",
                   "collect BN layers recursively: a layer that has `.layers` is a model; look "
                   "inside it too."),
+            Wrong(variant(lambda m, b: _layer_by_layer(m, b[-1:])) if len(batches) > 1
+                  else None,
+                  "Your statistics are those of the LAST batch only.",
+                  "with momentum 0 each call overwrites the moving statistics: read them after "
+                  "EVERY batch and combine the batches yourself."),
+            Wrong(variant(lambda m, b: _layer_by_layer(m, b, momentum_zero=False)),
+                  "Your statistics mix in the old moving statistics: each training-mode call "
+                  "moved them only part of the way (the layer's momentum was not 0).",
+                  "set the target layer's momentum to 0 while you recalibrate it, so one call "
+                  "stores exactly that batch's mean and variance; restore it afterwards."),
+            Wrong(variant(_not_frozen),
+                  "The other BN layers were left in training mode while you recalibrated one "
+                  "layer: they normalised with batch statistics, and kept changing their own "
+                  "moving statistics.",
+                  "freeze every BN layer but the one you recalibrate (trainable=False runs BN "
+                  "in inference mode), and restore the flags at the end."),
             Wrong(variant(lambda m, b: _layer_by_layer(m, b, ddof=1)),
                   "You used the unbiased variance (divided by n - 1).",
                   "Keras' moving variance is the biased one: divide by the number of values."),
@@ -512,6 +593,38 @@ def _script_data(case):
     return x.astype(np.float32), y.astype(np.int64)
 
 
+def _reference_weights(case, x, y, *, merge):
+    """Every weight of a fresh copy of the case's model after the script with both bugs fixed:
+    full batches only (``merge=False``), or the remainder merged into the last batch."""
+    import tensorflow as tf
+
+    keras = _keras()
+    model, _ = _script_model(case)
+    optimizer = keras.optimizers.SGD(case.learning_rate)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    starts = list(range(0, case.n - case.batch_size + 1, case.batch_size))
+    for _ in range(case.epochs):
+        for i, start in enumerate(starts):
+            stop = case.n if merge and i == len(starts) - 1 else start + case.batch_size
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y[start:stop], model(x[start:stop], training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return _script_weights(model)
+
+
+def _script_weights(model):
+    """{"Conv2D kernel": value, ...} for the model's weights, the call probe's counters left
+    out (the script's model has one layer of each kind)."""
+    return {f"{type(layer).__name__} {v.name}": v.numpy().copy() for layer in model.layers
+            if layer.name != "probe" for v in layer.weights}
+
+
+def _largest_gap(got, want):
+    name = max(want, key=lambda k: float(np.max(np.abs(got[k] - want[k]))))
+    return name, float(np.max(np.abs(got[name] - want[name])))
+
+
 def _inference_accuracy(model, x, y):
     return float(np.mean(np.argmax(np.asarray(model(x, training=False)), axis=1) == y))
 
@@ -525,7 +638,7 @@ def fix_script(train, evaluate):
 
     for case in cases(dict(n=9, batch_size=4, epochs=2, learning_rate=0.1, size=6, channels=1,
                            momentum=0.0, eval_batch=5),
-                      dict(n=16, batch_size=5, epochs=1, learning_rate=0.05, size=5, channels=2,
+                      dict(n=17, batch_size=5, epochs=1, learning_rate=0.05, size=5, channels=2,
                            momentum=0.5, eval_batch=6),
                       dict(n=6, batch_size=3, epochs=3, learning_rate=0.2, size=4, channels=3,
                            momentum=0.9, eval_batch=6)):
@@ -551,6 +664,17 @@ def fix_script(train, evaluate):
                          f" full batches make {steps} (one call per step)")
         if all(np.array_equal(a, w.numpy()) for a, w in zip(start, model.trainable_weights)):
             other.append("no trainable weight changed during train")
+        if not remaining and not other:
+            got = _script_weights(model)
+            reference = _reference_weights(case, x, y, merge=False)
+            if not any(all(np.allclose(got[k], ref[k], rtol=1e-3, atol=1e-4) for k in ref)
+                       for ref in (reference, _reference_weights(case, x, y, merge=True))):
+                name, gap = _largest_gap(got, reference)
+                other.append(
+                    "after train the weights differ from those of the colleague's script with "
+                    f"only the two bugs fixed (largest difference {gap:.3g}, in {name}): the "
+                    "script takes its batches in order, start to end, each example once per "
+                    "epoch, with SGD at the given learning rate")
         probe.reset()
         stats = moving_stats(model)
         accuracy = call(evaluate, model, x, y, case.eval_batch, what="your evaluate", case=case)

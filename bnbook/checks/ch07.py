@@ -8,11 +8,14 @@ term). Known-wrong answers are computed in float64 and matched with :func:`._cor
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from ._core import ExerciseMistake, Wrong, call, cases, checker, match
 
 COMMON_EPSILONS = (1e-3, 1e-5, 0.0)  # what a learner types when they ignore the `eps` argument
+COMMON_STEPS = (1e-3, 1e-4, 1e-5, 1e-6)  # ... and the `h` argument of exercise 7.3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,10 +258,9 @@ def dense_reference(x, w, gamma, beta, r, eps, ddof=0, mistake=None):
     z_hat = (z - mean) * s
     m = z.shape[0]
     dbeta, dgamma = r.sum(axis=0), (r * z_hat).sum(axis=0)
-    bracket = {None: m * r - dbeta - z_hat * dgamma,
-               "no_mean_term": m * r - z_hat * dgamma,
-               "no_var_term": m * r - dbeta}[mistake]
-    dz = gamma * s / m * bracket
+    bracket = {"no_mean_term": m * r - z_hat * dgamma,
+               "no_var_term": m * r - dbeta}.get(mistake, m * r - dbeta - z_hat * dgamma)
+    dz = (1.0 if mistake == "no_gamma" else gamma) * s / m * bracket
     return gamma * z_hat + beta, {"dL/dx": dz @ w.T, "dL/dw": x.T @ dz,
                                   "dL/dgamma": dgamma, "dL/dbeta": dbeta}
 
@@ -329,7 +331,10 @@ def dense_bn_op(make_op):
         match(grads, want_grads, case=case, tensor=True, dtype=np.float32,
               wrong=[Wrong(dense_reference(x, w, gamma, beta, r, case.eps, mistake=key)[1],
                            *MESSAGES[key]) for key in ("no_mean_term", "no_var_term")]
-              + [Wrong(dense_reference(x, w, gamma, beta, r, case.eps, ddof=1)[1],
+              + [Wrong(dense_reference(x, w, gamma, beta, r, case.eps, mistake="no_gamma")[1],
+                       "Your dz (and so dx and dw) is missing the factor gamma.",
+                       MESSAGES["no_gamma"][1]),
+                 Wrong(dense_reference(x, w, gamma, beta, r, case.eps, ddof=1)[1],
                        *MESSAGES["unbiased"]),
                  Wrong({"dL/dgamma": want_grads["dL/dbeta"], "dL/dbeta": want_grads["dL/dgamma"]},
                        *MESSAGES["swapped"]),
@@ -354,6 +359,10 @@ def _gradient_shape_mistake(name, shape, case):
                 "gradient with respect to z.",
                 "chain it through the matrix product: dL/dx = dz @ w^T (tf.matmul with "
                 "transpose_b=True).")
+    if name == "dL/dx" and shape == (case.inputs, case.units):
+        return (f"{where}your dL/dx has shape {shape}, the shape of w: are dx and dw swapped?",
+                "backward(dy) returns the gradients in the order of the op's inputs: "
+                "(dx, dw, dgamma, dbeta).")
     if name == "dL/dw" and shape == (case.units, case.inputs):
         return (f"{where}your dL/dw has shape {shape}, w's shape transposed.",
                 "dL/dw = x^T @ dz has shape (inputs, units) (tf.matmul with transpose_a=True).")
@@ -476,6 +485,15 @@ def numerical_gradient(fn):
                            "x + h and x - h are 2h apart."),
                      Wrong(want / 2, "You divided by 4h instead of 2h (or halved twice).",
                            "x + h and x - h are 2h apart: divide their difference by 2h."),
+                     Wrong(want * case.h**2,
+                           "You wrote `/ 2 * h`, which divides by 2 and then multiplies by h.",
+                           "Python reads a / 2 * h as (a / 2) * h: write / (2 * h)."),
+                     *[Wrong(partial(centred_differences, f, x, other),
+                             "You did not use the step h you were given: your result matches "
+                             "centred differences with another step.",
+                             "move each entry by the `h` argument, x[i] + h and x[i] - h, and "
+                             "divide by 2 * h.")
+                       for other in COMMON_STEPS if not np.isclose(other, case.h)],
                      Wrong(_not_restored(f, x, case.h),
                            "You did not put each entry back after moving it: the moves pile up "
                            "from one entry to the next.",

@@ -16,7 +16,7 @@ from functools import partial
 
 import numpy as np
 
-from ._core import Wrong, call, cases, checker, match
+from ._core import ExerciseMistake, Wrong, call, cases, checker, match
 
 COMMON_EPSILONS = (1e-3, 1e-5, 0.0)  # what a learner types when they ignore the `eps` argument
 
@@ -66,6 +66,11 @@ GROUP_MESSAGES = {
         "puts neighbouring channels together (with 6 channels and 3 groups: {0, 1}, {2, 3}, "
         "{4, 5}).",
         "split the channel axis into (groups, channels per group), in that order."),
+    "groups_swapped": (
+        "You made C / groups groups of `groups` channels each: the two sizes of your reshape are "
+        "swapped.",
+        "GroupNormalization makes `groups` groups of C / groups channels: reshape the channel "
+        "axis to (groups, C // groups)."),
     "batch_too": (
         "You took the statistics over the batch axis too: every image of the batch shares one "
         "mean per group.",
@@ -173,6 +178,9 @@ def group_norm(fn):
         wrong = [Wrong(partial(group_norm_numpy, *args, how=how), *GROUP_MESSAGES[how])
                  for how in ("interleaved", "batch_too", "no_spatial", "per_channel", "whole",
                              "batch_norm", "std_plus_eps", "no_sqrt", "swapped", "no_affine")]
+        if groups not in (1, shape[-1]) and groups ** 2 != shape[-1]:
+            wrong.append(Wrong(partial(group_norm_numpy, x, gamma, beta, shape[-1] // groups, eps),
+                               *GROUP_MESSAGES["groups_swapped"]))
         wrong += [Wrong(partial(group_norm_numpy, *args, ddof=1), *GROUP_MESSAGES["unbiased"]),
                   Wrong(partial(group_norm_numpy, x, gamma, beta, groups, 0.0),
                         *GROUP_MESSAGES["no_eps"])]
@@ -194,6 +202,10 @@ LAYER_MESSAGES = {
     "last_only": (
         "You normalised over the last axis only, not over the axes you were given.",
         "reduce over every axis in `axes`."),
+    "all_but_batch": (
+        "You normalised over every axis but the batch, not over the axes you were given.",
+        "reduce over `axes` only: with axes=[2] on (N, T, F) each example gets one mean per "
+        "time step, not one mean in all."),
     "batch_axis": (
         "You normalised over the batch axis (axis 0): that is batch normalisation.",
         "layer normalisation computes one mean and one variance per example, over `axes`."),
@@ -223,10 +235,11 @@ def _lined_up(value, shape, axes):
 
 def layer_norm_numpy(x, gamma, beta, axes, eps, how="right", ddof=0):
     """Layer normalisation over ``axes`` in float64 (gamma and beta have the shape of x over
-    ``axes``), or a known-wrong form: how = "last_only", "batch_axis", "with_batch",
+    ``axes``), or a known-wrong form: how = "last_only", "all_but_batch", "batch_axis", "with_batch",
     "std_plus_eps", "no_sqrt", "swapped", "no_affine"; ddof=1: unbiased."""
     x = np.asarray(x, np.float64)
     reduce = {"last_only": (x.ndim - 1,), "batch_axis": (0,),
+              "all_but_batch": tuple(range(1, x.ndim)),
               "with_batch": (0, *axes)}.get(how, tuple(axes))
     form = how if how in ("std_plus_eps", "no_sqrt") else "right"
     x_hat = _normalise(x, reduce, eps, ddof, form)
@@ -274,6 +287,9 @@ def layer_norm(fn):
         wrong = [Wrong(partial(layer_norm_numpy, *args, how=how), *LAYER_MESSAGES[how])
                  for how in ("last_only", "batch_axis", "with_batch", "std_plus_eps", "no_sqrt",
                              "swapped", "no_affine")]
+        if sorted(axes) != list(range(1, len(shape))):
+            wrong.append(Wrong(partial(layer_norm_numpy, *args, how="all_but_batch"),
+                               *LAYER_MESSAGES["all_but_batch"]))
         wrong += [Wrong(partial(layer_norm_numpy, *args, ddof=1), *LAYER_MESSAGES["unbiased"]),
                   Wrong(partial(layer_norm_numpy, x, gamma, beta, axes, 0.0),
                         *LAYER_MESSAGES["no_eps"])]
@@ -325,6 +341,9 @@ RENORM_MESSAGES = {
         "as in BN, sigma_B = sqrt(variance + eps), with the `eps` the function is given."),
     "fixed_eps": GROUP_MESSAGES["fixed_eps"],
     "std_plus_eps": GROUP_MESSAGES["std_plus_eps"],
+    "swapped": (
+        "r and d are swapped.",
+        "return them in the order asked for: (r, d), r the scale and d the shift."),
     "variance": (
         "Your r uses the batch variance where the batch standard deviation belongs.",
         "r compares two standard deviations: take the square root of (variance + eps)."),
@@ -375,6 +394,21 @@ def _renorm_case(shape, eps, rmax, dmax, seed):
     return x, mu.astype(np.float32), sigma.astype(np.float32)
 
 
+def _check_renorm_shapes(got, shape, case):
+    """r and d have one value per channel; name the axes mistake a shape reveals."""
+    __tracebackhide__ = True
+    if not (isinstance(got, (tuple, list)) and len(got) == 2):
+        return  # match() says what is wrong with the structure
+    for name, value in zip(("r", "d"), got):
+        found = tuple(np.shape(value))
+        if len(shape) > 2 and found == tuple(shape[1:]):
+            raise ExerciseMistake(
+                f"In {case}: your {name} has shape {found}: you averaged over axis 0 only, as "
+                "for a dense batch.",
+                "the channels are the last axis; a channel's statistics pool every other axis: "
+                "tuple(range(x.ndim - 1)).")
+
+
 RENORM_CASES = (
     dict(x=(8, 5), eps=1e-3, rmax=3.0, dmax=5.0),
     dict(x=(3, 4, 2, 6), eps=0.1, rmax=2.0, dmax=1.0),
@@ -393,6 +427,7 @@ def renorm_r_d(fn):
         x, mu, sigma = _renorm_case(shape, eps, rmax, dmax, seed=sum(shape))
         got = call(fn, x.copy(), mu.copy(), sigma.copy(), eps, rmax, dmax, what="renorm_r_d",
                    case=case)
+        _check_renorm_shapes(got, shape, case)
         ones = np.ones(shape[-1])
         right = renorm_reference(x, ones, 0 * ones, mu, sigma, mu, sigma, epsilon=eps,
                                  rmin=1 / rmax, rmax=rmax, dmax=dmax)
@@ -402,6 +437,7 @@ def renorm_r_d(fn):
                              "no_clip_d", "r_no_lower", "d_no_lower", "d_to_zero", "no_eps",
                              "std_plus_eps", "variance")]
         wrong.append(Wrong(partial(renorm_numpy, *args, ddof=1), *RENORM_MESSAGES["unbiased"]))
+        wrong.append(Wrong({"r": right["d"], "d": right["r"]}, *RENORM_MESSAGES["swapped"]))
         wrong += _eps_mistakes(eps, lambda e, x=x, mu=mu, sigma=sigma, rmax=rmax, dmax=dmax:
                                renorm_numpy(x, mu, sigma, e, rmax, dmax), RENORM_MESSAGES)
         match(got, {"r": right["r"], "d": right["d"]}, wrong=wrong, case=case,
