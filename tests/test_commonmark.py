@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
+from myst_parser.config.main import MdParserConfig
+from myst_parser.parsers.mdit import create_md_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "book" / "_ext"))
@@ -30,6 +33,7 @@ LEAKED_LINE = [
     (re.compile(r"^\{[a-zA-Z][\w:-]*\}(\s|$)"), "a directive name"),
 ]
 TAG = re.compile(r"<summary>.*?</summary>|<[^>]+>", re.DOTALL)
+MYST = create_md_parser(MdParserConfig(enable_extensions={"dollarmath", "amsmath"}), RendererHTML)
 
 
 def markdown_cells(path: Path):
@@ -62,6 +66,17 @@ def leaks(markdown: str) -> list[str]:
     return found
 
 
+def stray_dollars(markdown: str) -> list[str]:
+    """Dollar signs left outside math after MyST's dollarmath parse: a formula that Markdown split
+    (a wrapped line starting with `+ ` or `- ` inside it becomes a list item), shown as raw TeX on
+    the site, in Colab and on GitHub alike."""
+    html = MYST.render(markdown)
+    html = re.sub(r'<(span|div) class="math[^"]*">.*?</\1>', "", html, flags=re.S)
+    html = re.sub(r"<code>.*?</code>|<pre>.*?</pre>", "", html, flags=re.S)
+    return [f"a formula split by Markdown, its TeX shown raw: {m.group(0)!r}"
+            for m in re.finditer(r".{0,30}\$.{0,30}", html)]
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS
 
@@ -72,6 +87,19 @@ def test_markdown_reads_without_myst(path):
                 for index, markdown in markdown_cells(path) for problem in leaks(markdown)]
     assert not problems, "\n".join(problems[:20]) + (
         f"\n... and {len(problems) - 20} more" if len(problems) > 20 else "")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_formula_is_one_piece(path):
+    problems = [f"{path.relative_to(ROOT)}, cell {index}: {problem}"
+                for index, markdown in markdown_cells(path) for problem in stray_dollars(markdown)]
+    assert not problems, "\n".join(problems[:20])
+
+
+def test_split_formula_is_found():
+    split = "- the norm $\\lVert w - g\\rVert^2 = \\lVert w\\rVert^2\n  + \\lVert g\\rVert^2$ grows."
+    assert stray_dollars(split)
+    assert stray_dollars(split.replace("\n  + ", " + ")) == []
 
 
 # --- the detector itself -------------------------------------------------------------------------
