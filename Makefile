@@ -22,7 +22,7 @@ SOLUTIONS := $(wildcard solutions/*_solutions.ipynb)
 NBVAL     := $(BIN)/pytest --nbval-current-env -p no:cacheprovider -n 2 --dist loadfile -q
 
 .PHONY: install book test lint exercises exercises-check unit nbval nbval-second nbval-exercises book-strict \
-        notebooks bench lab clean browser-deps site-test fresh-install
+        notebooks bench lab clean browser-deps site-test fresh-install stability
 
 install: $(STAMP)
 # First the Python version (pyproject.toml's requires-python): a clear message, not a pip error.
@@ -63,9 +63,9 @@ fresh-install: install
 nbval: install
 	$(NBVAL) --nbval $(LESSONS) $(SOLUTIONS)
 
-## nbval-second: the same strict pass with other numeric kernels (oneDNN off, NumPy's widest SIMD
-## targets on this machine off; tools/second_pass.py prints which): stored outputs must not
-## depend on the CPU's kernels
+## nbval-second: the same strict pass with other numeric kernels (oneDNN capped at SSE4.1 and its
+## rewrites off, NumPy's widest SIMD targets on this machine off; tools/second_pass.py prints
+## which): stored outputs must not depend on the CPU's kernels
 nbval-second: install
 	$(BIN)/python tools/second_pass.py -- $(NBVAL) --nbval $(LESSONS) $(SOLUTIONS)
 
@@ -82,6 +82,11 @@ book-strict: install
 notebooks: install
 	$(BIN)/python tools/run_notebooks.py $(or $(NB),$(LESSONS) $(SOLUTIONS))
 	$(BIN)/python tools/make_exercises.py
+
+## stability: strict nbval of NB (default: every lesson and solution) under three other kernel
+## sets, and the cells whose output changed under any of them; run it before committing an experiment
+stability: install
+	$(BIN)/python tools/stability.py $(or $(NB),$(LESSONS) $(SOLUTIONS))
 
 bench: install browser-deps
 	$(BIN)/python tools/bench.py

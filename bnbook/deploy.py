@@ -167,17 +167,39 @@ def bn_arrays(layer):
     return gamma, beta, layer.moving_mean.numpy(), layer.moving_variance.numpy(), layer.epsilon
 
 
+def _why_not_foldable(layer, bn) -> str | None:
+    """Why ``bn`` cannot be folded exactly into ``layer`` (the layer just before it), or None."""
+    if isinstance(layer, (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+                          keras.layers.Conv2DTranspose)):
+        return (f"{layer.name} is a {type(layer).__name__}, whose kernel keeps the output channel "
+                "on another axis than the last; fold_bn scales the last axis")
+    if not isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
+        return f"it does not follow a Dense or Conv2D (it follows {layer.name})"
+    if layer.activation is not keras.activations.linear:
+        return (f"{layer.name} applies the activation {layer.activation.__name__!r} before the "
+                "BN: the BN's scale and shift cannot move through it into the kernel")
+    if bn.axis not in (-1, len(bn.input.shape) - 1):
+        return f"it normalises axis {bn.axis}, not the channel axis (the last)"
+    return None
+
+
 def fold_model(model):
     """A copy of a Sequential model with each BN that follows a Dense or Conv2D folded into it.
 
-    The copy has no BN layer left (a BN that follows anything else is an error), and in inference
-    mode it computes what ``model`` computes in inference mode.
+    Only exact folds are made: the layer before the BN must be a ``Dense`` or ``Conv2D`` without
+    an activation of its own, and the BN must normalise the last axis. Any other BN raises a
+    ``ValueError`` that says why (an activation between them; a depthwise, separable or
+    transposed convolution, whose kernels keep the output channel on another axis; anything
+    else before it). The copy has no BN left, and in inference mode it computes what ``model``
+    computes in inference mode.
     """
     layers, pending = [], None
     for layer in model.layers:
         if isinstance(layer, BatchNorm):
-            if pending is None:
-                raise ValueError(f"cannot fold {layer.name}: it does not follow a Dense or Conv2D")
+            reason = ("it is the first layer" if pending is None
+                      else _why_not_foldable(pending, layer))
+            if reason:
+                raise ValueError(f"cannot fold {layer.name}: {reason}")
             source = pending
             kernel, bias = fold_bn(source.kernel.numpy(),
                                    source.bias.numpy() if source.use_bias else None,
@@ -187,7 +209,7 @@ def fold_model(model):
             layers[-1] = (folded, [kernel, bias])
             pending = None
             continue
-        pending = layer if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)) else None
+        pending = layer
         layers.append((type(layer).from_config(layer.get_config()), layer.get_weights()))
     folded_model = keras.Sequential([keras.Input(model.input_shape[1:])]
                                     + [layer for layer, _ in layers], name=model.name + "_folded")

@@ -95,26 +95,70 @@ def test_small_images():
 
 def test_trainer_traces_once_and_repeats_itself():
     (x, y), (xt, yt) = sb.small_images(n_train=64, n_test=64)
-    trainer = sb.Trainer(sb.NORMALIZATIONS["batch norm"])
-    first = trainer.fit(x, y, batch_size=8, seed=0).model.get_weights()
-    trainer.fit(x, y, batch_size=32, seed=1)
-    again = trainer.fit(x, y, batch_size=8, seed=0).model.get_weights()
+    trainer = sb.Trainer(sb.NORMALIZATIONS["batch norm"], seeds=(0, 1))
+    first = trainer.fit(x, y, batch_size=8).model.get_weights()
+    trainer.fit(x, y, batch_size=32)
+    again = trainer.fit(x, y, batch_size=8).model.get_weights()
     assert all(np.array_equal(u, v) for u, v in zip(first, again))
     assert trainer._run.experimental_get_tracing_count() == 1
+    assert trainer.accuracy(xt, yt).shape == (2,)
     with pytest.raises(ValueError, match="do not split"):
         trainer.fit(x, y, batch_size=48)
 
 
+@pytest.mark.parametrize("name", ["none", "batch norm", "batch renorm", "group norm", "layer norm"])
+def test_stacked_networks_compute_what_each_computes_alone(name):
+    """Network k of the stack is make_net(norm, seed k): the same outputs in both modes, and after
+    3 SGD steps (each network on its own data order) the same weights as trained alone."""
+    norm = sb.NORMALIZATIONS[name]
+    seeds = (3, 5)
+    (x, y), _ = sb.small_images(n_train=24, n_test=8)
+    stack = sb.make_stack(norm, seeds)
+    for training in (False, True):
+        out = stack(np.repeat(x[:8], 2, axis=-1), training=training).numpy().reshape(8, 2, 10)
+        for k, seed in enumerate(seeds):
+            alone = sb.make_net(norm, seed=seed)(x[:8], training=training).numpy()
+            np.testing.assert_allclose(out[:, k], alone, atol=1e-5)
+    trainer = sb.Trainer(norm, seeds).fit(x, y, batch_size=8)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for k, seed in enumerate(seeds):
+        net = sb.make_net(norm, seed=seed)
+        sgd = keras.optimizers.SGD(sb.LR_PER_EXAMPLE * 8, momentum=sb.SGD_MOMENTUM)
+        order = np.random.default_rng(seed).permutation(len(x))
+        for step in range(3):
+            batch = order[step * 8:(step + 1) * 8]
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y[batch], net(x[batch], training=True))
+            sgd.apply(tape.gradient(loss, net.trainable_variables), net.trainable_variables)
+        for got, want in zip(trainer.network(k).get_weights(), net.get_weights()):
+            np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_conv_and_dense_puts_each_normalization_in_its_layers():
+    net = sb.make_net(sb.conv_and_dense(sb.NORMALIZATIONS["batch norm"],
+                                        sb.NORMALIZATIONS["layer norm"]))
+    kinds = [type(layer).__name__ for layer in net.layers
+             if "Normalization" in type(layer).__name__]
+    assert kinds == ["BatchNormalization", "BatchNormalization", "GroupNormalization"]
+    only_dense = sb.make_net(sb.conv_and_dense(None, sb.NORMALIZATIONS["batch norm"]))
+    assert [type(layer).__name__ for layer in only_dense.layers].count("BatchNormalization") == 1
+
+
+def test_mean_range():
+    assert sb.mean_range([0.5, 0.7, 0.6]) == "0.60 (0.50–0.70)"
+
+
 def test_training_mode_predictions_leave_the_moving_statistics_alone():
     (x, y), (xt, yt) = sb.small_images(n_train=64, n_test=64)
-    trainer = sb.Trainer(sb.NORMALIZATIONS["batch norm"]).fit(x, y, batch_size=16)
+    trainer = sb.Trainer(sb.NORMALIZATIONS["batch norm"], seeds=(0, 1)).fit(x, y, batch_size=16)
     before = [v.numpy() for v in trainer.model.non_trainable_variables]
     predicted = trainer.predictions(xt, training=True, batch_size=4)
-    assert predicted.shape == (64,)
+    assert predicted.shape == (64, 2)
     after = [v.numpy() for v in trainer.model.non_trainable_variables]
     assert all(np.array_equal(u, v) for u, v in zip(before, after))
     # training mode with batches of 1: every image gives the same prediction (BN outputs beta)
-    assert len(set(trainer.predictions(xt[:8], training=True, batch_size=1))) == 1
+    for k in range(2):
+        assert len(set(trainer.predictions(xt[:8], training=True, batch_size=1)[:, k])) == 1
 
 
 def test_layer_output_is_the_model_up_to_that_layer():
@@ -126,6 +170,8 @@ def test_layer_output_is_the_model_up_to_that_layer():
 
 def test_normalizations_build_the_layers_the_chapter_names():
     layers = {name: (factory(8) if factory else None) for name, factory in sb.NORMALIZATIONS.items()}
+    stacked = sb.NORMALIZATIONS["group norm"](8, stack=3)
+    assert stacked.groups == 12       # 4 groups per network, none spanning two networks
     assert layers["none"] is None
     assert isinstance(layers["batch norm"], keras.layers.BatchNormalization)
     assert layers["batch renorm"].renorm and layers["batch renorm"].renorm_clipping["rmax"] == 3.0
