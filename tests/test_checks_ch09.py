@@ -327,3 +327,26 @@ def test_checks_are_fast():
         start = time.perf_counter()
         checker(answer)
         assert time.perf_counter() - start < 5  # < 1 s on an idle machine; slack for loaded CI
+
+
+# --- answers that call the book's own implementation (issue: they used to pass) -----------------
+
+def test_9_1_merging_with_the_books_merge_is_refused():
+    from bnbook import deploy
+
+    def loop_of_the_books_merge(triples):      # right, but the book does the work
+        merged = triples[0]
+        for triple in triples[1:]:
+            merged = deploy.merge_moments(merged, triple)
+        return merged
+    with pytest.raises(ExerciseMistake, match=r"`bnbook\.deploy\.merge_moments`"):
+        check.merge_moments(loop_of_the_books_merge)
+
+
+def test_9_3_folding_with_the_books_fold_bn_is_refused():
+    from bnbook import deploy
+
+    def by_the_book(kernel, bias, gamma, beta, mean, variance, eps):
+        return deploy.fold_bn(kernel, bias, gamma, beta, mean, variance, eps)
+    with pytest.raises(ExerciseMistake, match=r"`bnbook\.deploy\.fold_bn`"):
+        check.fold_into_conv(by_the_book)

@@ -44,8 +44,10 @@ changes (the usual sign of a hard-coded value).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -144,13 +146,44 @@ def raised(err: BaseException, what: str = "your function", hint: str | None = N
                 "check the shapes and dtypes of what you combine.")
 
 
+@contextlib.contextmanager
+def _watching(functions: Iterable[Callable]):
+    """Record which of ``functions`` run inside the block (their dotted names, in call order).
+
+    A profile hook sees every Python call, however the function was imported or renamed (and
+    during a tf.function's tracing too), so the learner's code cannot reach the book's own
+    implementation unseen."""
+    codes = {f.__code__: f"{f.__module__}.{f.__qualname__}" for f in functions}
+    seen: list[str] = []
+    previous = sys.getprofile()
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            seen.append(codes[frame.f_code])
+
+    sys.setprofile(profile)
+    try:
+        yield seen
+    finally:
+        sys.setprofile(previous)
+
+
+def _book_call(seen: list[str], what: str) -> ExerciseMistake:
+    return ExerciseMistake(
+        f"{what} calls the book's own `{seen[0]}`. This exercise asks you to write that step "
+        "yourself: the check cannot tell what your code does if the book does it.",
+        "write it with NumPy or TensorFlow operations, from the formula in the lesson.")
+
+
 def call(fn: Callable, *args, what: str = "your function", hint: str | None = None,
-         case: Case | str | None = None, **kwargs):
+         case: Case | str | None = None, refuse: Iterable[Callable] = (), **kwargs):
     """Call the learner's code; turn its errors into messages a learner can act on.
 
     The generator's stub raises :class:`NotDone` (the checker prints "not done yet"); any other
     exception becomes an ExerciseMistake "[In <case>: ]<what> raised <Type>: <first line>" with
-    ``hint``. (``case`` is keyword-only and not passed on to ``fn``.)
+    ``hint``. ``refuse`` names the book's own implementations of the exercise's step: if the
+    learner's code calls one of them, that is the mistake reported. (``case`` and ``refuse`` are
+    keyword-only and not passed on to ``fn``.)
     """
     __tracebackhide__ = True
     if not callable(fn):
@@ -159,16 +192,23 @@ def call(fn: Callable, *args, what: str = "your function", hint: str | None = No
             "pass the function itself, without calling it: check(my_function), not "
             "check(my_function()).",
         )
-    try:
-        return fn(*args, **kwargs)
-    except ExerciseMistake:
-        raise
-    except NotDone:
-        raise
-    except Exception as err:  # noqa: BLE001 - any error in learner code gets a readable message
-        if is_stub(err):
-            raise NotDone() from None
-        raise raised(err, f"In {case}: {what}" if case is not None else what, hint) from None
+    where = f"In {case}: {what}" if case is not None else what
+    with _watching(refuse) as seen:
+        try:
+            result = fn(*args, **kwargs)
+        except ExerciseMistake:
+            raise
+        except NotDone:
+            raise
+        except Exception as err:  # noqa: BLE001 - any error in learner code gets a readable message
+            if is_stub(err):
+                raise NotDone() from None
+            if seen:
+                raise _book_call(seen, where) from None
+            raise raised(err, where, hint) from None
+    if seen:
+        raise _book_call(seen, where)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

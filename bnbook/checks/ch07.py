@@ -215,6 +215,19 @@ def _check_parameter_shape(value, name, x_shape, case):
 # Exercise 7.1: the closed-form backward pass for NHWC image batches
 # ---------------------------------------------------------------------------------------------
 
+def _book_backward():
+    """The book's own backward pass (bnbook.backward): 7.1 asks the learner to write it."""
+    from .. import backward
+
+    return (backward.bn_backward,)
+
+
+def _book_numerical_gradient():
+    from .. import backward
+
+    return (backward.numerical_gradient,)
+
+
 @checker("7.1")
 def backward_images(fn):
     """Check ``bn_backward_images(dy, x, gamma, eps)`` -> (dx, dgamma, dbeta) on NHWC batches."""
@@ -228,7 +241,7 @@ def backward_images(fn):
         x, gamma, _, dy = _f32(*_data(case.shape, case.seed))
         result = call(fn, tf.constant(dy, tf.float32), tf.constant(x, tf.float32),
                       tf.constant(gamma, tf.float32), case.eps, what="bn_backward_images",
-                      case=case)
+                      case=case, refuse=_book_backward())
         _expect_parts(result, "bn_backward_images", names)
         for name, value in zip(names[1:], result[1:]):
             _check_parameter_shape(value, name, case.shape, case)
@@ -458,7 +471,8 @@ def numerical_gradient(fn):
         x = rng.normal(0.0, 1.0, case.shape)
         f = smooth(case.shape, case.seed)
         given = x.copy()
-        result = call(fn, f, given, case.h, what="numerical_gradient", case=case)
+        result = call(fn, f, given, case.h, what="numerical_gradient", case=case,
+                      refuse=_book_numerical_gradient())
         if not np.array_equal(given, x):
             raise ExerciseMistake(
                 f"In {case}: numerical_gradient changed the array x it was given.",
@@ -504,7 +518,8 @@ def numerical_gradient(fn):
                            "move one entry at a time, x[i] + h and x[i] - h, keeping the others.")],
               selftest="for f(v) = np.sum(v**2) the gradient is 2 * x (to about h^2).")
     loss, x, right, planted = _bn_loss_parts()
-    numeric = np.asarray(call(fn, loss, x.copy(), 1e-5, what="numerical_gradient"), np.float64)
+    numeric = np.asarray(call(fn, loss, x.copy(), 1e-5, what="numerical_gradient",
+                              refuse=_book_numerical_gradient()), np.float64)
     if not (relative_error(numeric, right) < 1e-7 and relative_error(numeric, planted) > 1e-2):
         raise ExerciseMistake(  # pragma: no cover - follows from the cases above
             "Your differences match on the test functions but not on BN's loss.",
