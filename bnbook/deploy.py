@@ -292,15 +292,121 @@ def tflite_ops(tflite_bytes) -> list[str]:
 
 
 def tflite_predict(tflite_bytes, x):
-    """Run a converted single-input, single-output model on ``x``, one example at a time."""
+    """Run a converted single-input, single-output model on ``x``, one example at a time.
+
+    A model converted with integer input and output (:func:`to_int8_tflite`) gets its input
+    quantized with the input tensor's scale and zero point, and its output dequantized, so the
+    result is float32 logits either way."""
     interpreter = tflite_interpreter(tflite_bytes)
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    in_scale, in_zero = source["quantization"]
+    out_scale, out_zero = target["quantization"]
     outputs = []
     for example in x:
-        interpreter.set_tensor(source["index"], example[None].astype(np.float32))
+        example = example[None].astype(np.float32)
+        if source["dtype"] == np.int8:
+            example = np.clip(np.round(example / in_scale + in_zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(source["index"], example)
         interpreter.invoke()
-        outputs.append(interpreter.get_tensor(target["index"])[0].copy())
+        output = interpreter.get_tensor(target["index"])[0].astype(np.float32)
+        if target["dtype"] == np.int8:
+            output = (output - out_zero) * out_scale
+        outputs.append(output)
     return np.stack(outputs)
+
+
+# --- porting from PyTorch -----------------------------------------------------------------------
+# PyTorch's BatchNorm2d keeps weight (gamma), bias (beta), running_mean, running_var and
+# num_batches_tracked; eps defaults to 1e-5 and momentum to 0.1, where momentum is the weight of
+# the NEW batch (Keras' momentum is the weight of the OLD value, default 0.99); its running_var
+# averages the UNBIASED batch variance (Keras' the biased one); its images are channels first.
+
+PYTORCH_BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def pytorch_bn_reference(x, state, *, eps: float = 1e-5, momentum: float = 0.1,
+                         training: bool = False, channel_axis: int = 1):
+    """PyTorch's documented BatchNorm semantics in NumPy (float64), for checking a port.
+
+    ``state``: a dict with :data:`PYTORCH_BN_KEYS`. Statistics are per channel (``channel_axis``,
+    1 for PyTorch's NCHW images) over every other axis. Inference: ``(x - running_mean) /
+    sqrt(running_var + eps) * weight + bias``. Training: the batch mean and biased variance
+    normalise, and the running statistics move ``momentum`` of the way to the batch mean and the
+    UNBIASED batch variance. Returns ``(output, new_state)``."""
+    x = np.asarray(x, np.float64)
+    axes = tuple(a for a in range(x.ndim) if a != channel_axis % x.ndim)
+    shape = [1] * x.ndim
+    shape[channel_axis] = -1
+
+    def per_channel(v):
+        return np.asarray(v, np.float64).reshape(shape)
+
+    state = dict(state)
+    if training:
+        count = x.size // x.shape[channel_axis]
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+        state["running_mean"] = (1 - momentum) * np.asarray(state["running_mean"]) + momentum * mean
+        state["running_var"] = ((1 - momentum) * np.asarray(state["running_var"])
+                                + momentum * var * count / (count - 1))
+        state["num_batches_tracked"] = int(state["num_batches_tracked"]) + 1
+    else:
+        mean, var = state["running_mean"], state["running_var"]
+    output = (x - per_channel(mean)) / np.sqrt(per_channel(var) + eps) * per_channel(
+        state["weight"]) + per_channel(state["bias"])
+    return output, state
+
+
+# --- integer quantization -----------------------------------------------------------------------
+
+def to_int8_tflite(model, representative, batch_size: int = 20) -> bytes:
+    """Post-training full-integer quantization: a TFLite model whose weights, activations, input
+    and output are int8. ``representative`` is a few hundred typical inputs: the converter runs
+    them through the float model to choose each activation's int8 range (offline, no labels)."""
+    def batches():
+        for start in range(0, len(representative), batch_size):
+            yield [np.asarray(representative[start:start + batch_size], np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = batches
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    with quiet_stderr():
+        return converter.convert()
+
+
+def int8_kernel_scales(tflite_bytes) -> list[dict]:
+    """For every 4-D int8 tensor of a quantized model that is a convolution kernel (a constant):
+    its name, shape, the number of scales it is quantized with and the axis they run along
+    (TFLite stores conv kernels as (output channels, height, width, input channels))."""
+    interpreter = tflite_interpreter(tflite_bytes)
+    activations = {d["index"] for d in interpreter.get_input_details()}
+    for op in interpreter._get_ops_details():
+        activations.update(op["outputs"])
+    kernels = []
+    for tensor in interpreter.get_tensor_details():
+        if tensor["dtype"] == np.int8 and len(tensor["shape"]) == 4 \
+                and tensor["index"] not in activations:
+            quantization = tensor["quantization_parameters"]
+            kernels.append({"name": tensor["name"], "shape": tuple(int(n) for n in tensor["shape"]),
+                            "scales": len(quantization["scales"]),
+                            "axis": int(quantization["quantized_dimension"])})
+    return kernels
+
+
+def fake_quantize(kernel, per_channel: bool, bits: int = 8) -> np.ndarray:
+    """A kernel rounded to symmetric signed integers and back, as int8 inference sees it.
+
+    Per tensor: one scale, ``max|kernel| / 127``, for the whole kernel. Per channel: one scale
+    per output channel (the last axis, Keras' layout), from that channel's own largest value.
+    """
+    kernel = np.asarray(kernel, np.float64)
+    levels = 2 ** (bits - 1) - 1
+    largest = np.abs(kernel).reshape(-1, kernel.shape[-1]).max(axis=0) if per_channel \
+        else np.abs(kernel).max()
+    scale = np.where(largest > 0, largest, 1.0) / levels
+    return np.clip(np.round(kernel / scale), -levels, levels) * scale
 
 
 # --- timing -------------------------------------------------------------------------------------

@@ -323,7 +323,8 @@ def test_checks_are_fast():
 
     for checker, answer in ((check.merge_moments, merge),
                             (check.fold_into_next_dense, fold_next),
-                            (check.fold_into_conv, fold_conv)):
+                            (check.fold_into_conv, fold_conv),
+                            (check.bn_from_pytorch, bn_from_pytorch)):
         start = time.perf_counter()
         checker(answer)
         assert time.perf_counter() - start < 5  # < 1 s on an idle machine; slack for loaded CI
@@ -350,3 +351,59 @@ def test_9_3_folding_with_the_books_fold_bn_is_refused():
         return deploy.fold_bn(kernel, bias, gamma, beta, mean, variance, eps)
     with pytest.raises(ExerciseMistake, match=r"`bnbook\.deploy\.fold_bn`"):
         check.fold_into_conv(by_the_book)
+
+
+# --- 9.4 ------------------------------------------------------------------------------------------
+
+import keras  # noqa: E402
+
+PYTORCH_ORDER = ("weight", "bias", "running_mean", "running_var")
+
+
+def bn_from_pytorch(state, eps, momentum, channels_first, *, order=PYTORCH_ORDER, keras_eps=None,
+                    keras_momentum=None, axis=None):
+    channels = len(state["weight"])
+    layer = keras.layers.BatchNormalization(
+        axis=(1 if channels_first else -1) if axis is None else axis,
+        epsilon=eps if keras_eps is None else keras_eps,
+        momentum=1 - momentum if keras_momentum is None else keras_momentum)
+    layer.build((None, channels, None, None) if channels_first else (None, None, None, channels))
+    layer.set_weights([np.asarray(state[key], np.float32) for key in order])
+    return layer
+
+
+def test_9_4_solution(capsys):
+    passes(check.bn_from_pytorch, bn_from_pytorch, capsys)
+
+
+def test_9_4_stub_is_not_done(capsys):
+    assert check.bn_from_pytorch(stub) is None
+    assert "Exercise 9.4 is not done yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer, message", [
+    (lambda s, e, m, cf: bn_from_pytorch(s, e, m, cf, keras_eps=1e-3), "epsilon 0.001"),
+    (lambda s, e, m, cf: bn_from_pytorch(s, e, m, cf, keras_momentum=m), "copied as is"),
+    (lambda s, e, m, cf: bn_from_pytorch(s, e, m, cf, order=sorted(k for k in s
+                                                                  if k != "num_batches_tracked")),
+     "alphabetical order"),
+    (lambda s, e, m, cf: bn_from_pytorch(s, e, m, cf, order=("bias", "weight", "running_mean",
+                                                             "running_var")),
+     "swapped gamma and beta"),
+    (lambda s, e, m, cf: bn_from_pytorch(s, e, m, cf, order=("weight", "bias", "running_var",
+                                                             "running_mean")),
+     "swap the moving mean and the moving variance"),
+    (lambda s, e, m, cf: bn_from_pytorch(s, e, m, False), "cannot take this case's"),
+    (lambda s, e, m, cf: bn_from_pytorch(s, e, m, cf, order=tuple(s)), "raised ValueError"),
+    (lambda s, e, m, cf: (s["weight"], s["bias"]), "not a keras.layers.BatchNormalization"),
+    (lambda s, e, m, cf: bn_from_pytorch(s, e * 1.5, m, cf), "matches no mistake"),
+])
+def test_9_4_mistakes(answer, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.bn_from_pytorch(answer)
+
+
+def test_9_4_hard_coded_defaults_are_caught():
+    """PyTorch's defaults typed in pass case 1 only."""
+    with pytest.raises(ExerciseMistake, match="epsilon 1e-05"):
+        check.bn_from_pytorch(lambda s, e, m, cf: bn_from_pytorch(s, 1e-5, 0.1, cf))

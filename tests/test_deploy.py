@@ -236,3 +236,30 @@ def test_bench_ratios_are_labelled_positive_numbers():
     ratios = deploy.bench_ratios(repeats=2)
     assert [label.startswith("ch09 ") for label, _ in ratios] == [True, True]
     assert all(isinstance(ratio, float) and ratio > 0 for _, ratio in ratios)
+
+
+# --- integer quantization -------------------------------------------------------------------------
+
+def test_fake_quantize_per_tensor_and_per_channel():
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(3, 3, 2, 4))
+    kernel[..., 1] *= 0.001                        # a channel 1000x smaller than the others
+    per_tensor, per_channel = deploy.fake_quantize(kernel, False), deploy.fake_quantize(kernel, True)
+    step = np.abs(kernel).max() / 127
+    assert np.allclose(per_tensor / step, np.round(per_tensor / step))          # on the grid
+    assert np.abs(per_tensor - kernel).max() <= step / 2 + 1e-12
+    assert not per_tensor[..., 1].any()                 # the small channel rounds to 0
+    relative = np.abs(per_channel[..., 1] - kernel[..., 1]).max() / np.abs(kernel[..., 1]).max()
+    assert relative <= 0.5 / 127 + 1e-12
+
+
+def test_int8_conversion_quantizes_conv_kernels_per_channel():
+    model = _trained_like(deploy.small_conv_net(seed=2, channels=4, size=12, classes=3))
+    images = np.random.default_rng(0).uniform(size=(40, 12, 12, 1)).astype(np.float32)
+    int8 = deploy.to_int8_tflite(model, images)
+    scales = deploy.int8_kernel_scales(int8)
+    assert len(scales) == 2 and all(k["scales"] == 4 and k["axis"] == 0 for k in scales)
+    out = deploy.tflite_predict(int8, images[:8])
+    want = model(images[:8], training=False).numpy()
+    assert out.dtype == np.float32 and out.shape == want.shape
+    assert np.abs(out - want).max() < 0.3 * np.abs(want).max()

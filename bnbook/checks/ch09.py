@@ -426,3 +426,111 @@ def fold_into_conv(fn):
                        "on a random image batch.")
     return "kernel and bias match Conv2D -> BN in 4 cases (kernel sizes, channels, with and " \
         "without a bias, epsilon)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 9.4: a Keras BN layer from a PyTorch state, for either image layout
+# ---------------------------------------------------------------------------------------------
+
+_PYTORCH_ORDER = ("weight", "bias", "running_mean", "running_var")
+
+
+def _pytorch_case(seed: int, channels: int):
+    """A PyTorch BatchNorm2d state (one channel with a variance near epsilon's size, so that a
+    wrong epsilon shows) and a channels-first image batch whose width differs from ``channels``."""
+    rng = np.random.default_rng(seed)
+    state = {"weight": rng.uniform(0.5, 1.5, channels), "bias": rng.normal(0.0, 0.5, channels),
+             "running_mean": rng.normal(0.0, 1.0, channels),
+             "running_var": rng.uniform(0.5, 2.0, channels), "num_batches_tracked": np.array(300)}
+    state["running_var"][channels // 2] = 5e-4
+    images = rng.normal(0.5, 1.5, (3, channels, 4, channels + 2))       # N, C, H, W
+    return state, images
+
+
+def _keras_output(state, images, *, eps, order=_PYTORCH_ORDER):
+    """What a Keras BN layer with these weights (in ``order``) computes in inference mode, in
+    float64, on channels-first ``images``."""
+    weight, bias, mean, var = (np.asarray(state[key], np.float64).reshape(1, -1, 1, 1)
+                               for key in order)
+    with np.errstate(invalid="ignore"):          # a swapped "variance" may be negative: NaN
+        return (images - mean) / np.sqrt(var + eps) * weight + bias
+
+
+def _layout(images, channels_first: bool):
+    return images if channels_first else images.transpose(0, 2, 3, 1)
+
+
+@checker("9.4")
+def bn_from_pytorch(fn):
+    """Check ``bn_from_pytorch(state, eps, momentum, channels_first)`` -> a Keras BN layer."""
+    __tracebackhide__ = True
+    import keras
+
+    from ..deploy import pytorch_bn_reference
+
+    for case in cases(dict(channels=3, eps=1e-5, momentum=0.1, channels_first=True, _seed=941),
+                      dict(channels=5, eps=2e-4, momentum=0.05, channels_first=False, _seed=942),
+                      dict(channels=4, eps=1e-3, momentum=0.3, channels_first=True, _seed=943),
+                      dict(channels=6, eps=2e-5, momentum=0.01, channels_first=False, _seed=944)):
+        state, images = _pytorch_case(case.seed, case.channels)
+        given = {key: np.array(value) for key, value in state.items()}
+        layer = call(fn, given, case.eps, case.momentum, case.channels_first,
+                     what="bn_from_pytorch", case=case)
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            raise ExerciseMistake(
+                f"In {case}: bn_from_pytorch returned {type(layer).__name__}, not a "
+                "keras.layers.BatchNormalization layer.",
+                "create the layer, build it, set its weights, and return the layer itself.")
+        x = _layout(images, case.channels_first).astype(np.float32)
+        layout = "channels-first (N, C, H, W)" if case.channels_first else \
+            "channels-last (N, H, W, C)"
+        try:
+            got = layer(x, training=False)
+        except Exception as err:  # noqa: BLE001 - the learner's layer meets the case's images
+            raise ExerciseMistake(
+                f"In {case}: your layer cannot take this case's {layout} images of shape "
+                f"{x.shape}: {type(err).__name__}.",
+                "BN's `axis` is the channel axis of the images the layer receives: 1 for "
+                "channels first, -1 for channels last; build the layer for 4-D batches.") from None
+        if np.any(np.asarray(layer.moving_variance) < 0):
+            raise ExerciseMistake(
+                f"In {case}: your layer's moving variance has negative entries, so it holds "
+                "something else: did you swap the moving mean and the moving variance?",
+                "set_weights takes [gamma, beta, moving_mean, moving_variance]: PyTorch's "
+                "weight, bias, running_mean, running_var, in that order.")
+        want, _ = pytorch_bn_reference(images, state, eps=case.eps)
+        wrong = [Wrong(_layout(_keras_output(state, images, eps=eps), case.channels_first),
+                       f"Your layer uses epsilon {eps:g}, not this case's eps ({case.eps:g}).",
+                       "pass PyTorch's eps to BatchNormalization(epsilon=...); Keras' default "
+                       "is 1e-3, PyTorch's 1e-5.")
+                 for eps in COMMON_EPSILONS if eps != case.eps]
+        wrong += [Wrong(_layout(_keras_output(state, images, eps=case.eps, order=order),
+                                case.channels_first), message,
+                        "set_weights takes [gamma, beta, moving_mean, moving_variance]: "
+                        "PyTorch's weight, bias, running_mean, running_var, in that order.")
+                  for order, message in (
+                      (("bias", "weight", "running_mean", "running_var"),
+                       "Your layer swapped gamma and beta (PyTorch's weight and bias)."),
+                      (("bias", "running_mean", "running_var", "weight"),
+                       "Your layer's weights are in alphabetical order of PyTorch's keys."),
+                      (("weight", "bias", "running_var", "running_mean"),
+                       "Your layer swapped the moving mean and the moving variance."))]
+        match(got, _layout(want, case.channels_first), case=case, tensor=True, dtype=np.float32,
+              name="your layer's inference-mode output", wrong=wrong,
+              selftest="compare layer(x, training=False) with (x - running_mean) / "
+                       "sqrt(running_var + eps) * weight + bias, per channel.")
+        _, stepped = pytorch_bn_reference(images, state, eps=case.eps, momentum=case.momentum,
+                                          training=True)
+        layer(x, training=True)
+        batch_mean = images.mean(axis=(0, 2, 3))
+        copied = case.momentum * state["running_mean"] + (1 - case.momentum) * batch_mean
+        match(layer.moving_mean, stepped["running_mean"], case=case,
+              dtype=np.float32, name="your layer's moving mean after one training step",
+              wrong=[Wrong(copied, f"Your layer's momentum is {case.momentum:g}, PyTorch's "
+                           "number copied as is.",
+                           "PyTorch's momentum is the weight of the new batch, Keras' the weight "
+                           "of the old value: use 1 - momentum.")],
+              selftest="after layer(x, training=True) the moving mean must move momentum of the "
+                       "way from the running mean towards the batch mean.")
+    return "inference output and moving-mean update match PyTorch's BatchNorm2d in 4 cases " \
+        "(channels, eps, momentum, both image layouts)"
