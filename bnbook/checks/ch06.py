@@ -25,18 +25,56 @@ def _keras():
 RELU_CLASSES = ("ReLU", "Activation")
 
 
+def _inbound(layer_config) -> list[str]:
+    """Names of the layers whose outputs feed this layer (from a functional model's config)."""
+    parents = []
+    for node in layer_config.get("inbound_nodes", []):
+        for arg in node["args"]:
+            for tensor in arg if isinstance(arg, list) else [arg]:
+                if isinstance(tensor, dict) and "keras_history" in tensor.get("config", {}):
+                    parents.append(tensor["config"]["keras_history"][0])
+    return parents
+
+
 def _graph(model):
-    """{layer name: (class name, config, [parent layer names])} of a functional model."""
-    graph = {}
-    for layer in model.get_config()["layers"]:
-        parents = []
-        for node in layer["inbound_nodes"]:
-            for arg in node["args"]:
-                for tensor in arg if isinstance(arg, list) else [arg]:
-                    if isinstance(tensor, dict) and "keras_history" in tensor.get("config", {}):
-                        parents.append(tensor["config"]["keras_history"][0])
-        graph[layer["name"]] = (layer["class_name"], layer["config"], parents)
-    return graph
+    """``(graph, resolve)``: graph is {layer name: (class name, config, [parent layer names])} of
+    a functional model, with every nested Sequential or functional model opened up into its own
+    layers (what the block computes, not how it was packaged); ``resolve(name)`` maps a nested
+    model's name to the layer inside it that computes its output."""
+    graph, alias = {}, {}
+
+    def resolve(name):
+        while name in alias:
+            name = alias[name]
+        return name
+
+    def add(entry, parents):
+        """Add one layer (opening nested models); return the name that stands for its output."""
+        kind, config = entry["class_name"], entry["config"]
+        name = config.get("name") or entry.get("name")
+        if kind == "Sequential":
+            last = parents
+            for inner in config["layers"]:
+                if inner["class_name"] != "InputLayer":
+                    last = [add(inner, last)]
+            alias[name] = last[0]
+            return last[0]
+        if kind in ("Functional", "Model") and "layers" in config:
+            inputs, outputs = (config[key] if isinstance(config[key][0], list) else [config[key]]
+                               for key in ("input_layers", "output_layers"))   # one or several
+            for inner_input, parent in zip(inputs, parents):
+                alias[inner_input[0]] = parent
+            for inner in config["layers"]:
+                if inner["class_name"] != "InputLayer":
+                    add(inner, [resolve(p) for p in _inbound(inner)])
+            alias[name] = resolve(outputs[0][0])
+            return alias[name]
+        graph[name] = (kind, config, parents)
+        return name
+
+    for entry in model.get_config()["layers"]:
+        add(entry, [resolve(p) for p in _inbound(entry)])
+    return graph, resolve
 
 
 def _is_relu(entry) -> bool:
@@ -67,7 +105,8 @@ def _is_projection(graph, name, input_name) -> bool:
 
 
 def _gamma_zero(model, name) -> bool:
-    return bool(np.all(model.get_layer(name).gamma.numpy() == 0.0))
+    layer = next(layer for layer in model._flatten_layers() if layer.name == name)
+    return bool(np.all(layer.gamma.numpy() == 0.0))
 
 
 def _kernel(config):
@@ -111,7 +150,7 @@ def residual_block(fn):
                 "the stride goes on the first convolution of the branch (and on the 1x1 "
                 "projection).")
         model = keras.Model(inputs, out)
-        graph = _graph(model)
+        graph, resolve = _graph(model)
         where = f"In {case}: "
         for name, (kind, config, _) in graph.items():
             if kind == "Conv2D" and config.get("use_bias"):
@@ -129,7 +168,7 @@ def residual_block(fn):
                 where + f"expected one keras.layers.Add, found {len(adds)}.",
                 "join the shortcut and the branch with keras.layers.Add()([shortcut, branch]).")
         add = adds[0]
-        last = out._keras_history[0].name
+        last = resolve(out._keras_history[0].name)
         if graph[last][0] == "Add":
             raise ExerciseMistake(where + "there is no activation after the Add.",
                                   "the block ends with a ReLU applied to the sum.")
@@ -146,22 +185,13 @@ def residual_block(fn):
         if len(parents) != 2:
             raise ExerciseMistake(where + f"the Add has {len(parents)} inputs, expected 2.",
                                   "add exactly the shortcut and the branch.")
-        input_name = model.inputs[0]._keras_history[0].name
+        input_name = resolve(model.inputs[0]._keras_history[0].name)
 
         shortcut = [p for p in parents if p == input_name
                     or _is_projection(graph, p, input_name)
                     or _chain(graph, p)[-2:] == [p, input_name] and len(_chain(graph, p)) == 2]
         branch = [p for p in parents if p not in shortcut]
         if len(branch) != 1 or len(shortcut) != 1:
-            nested = [name for name, (kind, _, _) in graph.items()
-                      if kind in ("Sequential", "Functional", "Model")]
-            if nested:
-                raise ExerciseMistake(
-                    where + f"the block contains a nested model ({nested[0]}); the check reads "
-                    "the block layer by layer.",
-                    "apply each layer to a tensor yourself (branch = Conv2D(...)(x), "
-                    "branch = BatchNormalization()(branch), ...) instead of wrapping them in a "
-                    "Sequential.")
             for p in parents:
                 chain = _chain(graph, p)
                 kinds = [graph[n][0] for n in chain]
