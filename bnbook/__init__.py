@@ -12,6 +12,7 @@ Modules:
     bnbook.backward    -- BN's backward pass, a custom-gradient op, gradient checks, timing (ch. 7)
     bnbook.small_batch -- the batch-size sweep, batch renorm, ghost batches, sequences (ch. 8)
     bnbook.deploy      -- logical devices, moment merging, BN folding, TFLite, timing (ch. 9)
+    bnbook.doctor      -- a BN check-up of any Keras model: examine(model, x) and its command line
     bnbook.plots       -- the book's figures
     bnbook.checks      -- the checkers that exercise notebooks call after each exercise
 """

@@ -57,6 +57,8 @@ def main() -> int:
     print(f"| {'book build (strict, stored outputs)'.ljust(width)} | {book:7.1f} |")
     # Rendered-site check (issue 5): every toc page in headless Chromium, plus a JupyterLab session.
     print(f"| {'site check (tests/browser)'.ljust(width)} | {site_check():7.1f} |")
+    print(f"| {'doctor: ResNet50, 128 images (target 30 s)'.ljust(width)} | "
+          f"{doctor_resnet50():7.1f} |")
     print_ratios()
     return 0
 
@@ -85,6 +87,15 @@ def print_ratios() -> None:
     print(f"| {'-' * width} | ------: |")
     for label, ratio in rows:
         print(f"| {label.ljust(width)} | {ratio:7.2f} |")
+
+
+def doctor_resnet50() -> float:
+    """Seconds for `bnbook.doctor.examine` on an untrained ResNet50 with 128 images, in a fresh
+    process (the model is built before the clock starts)."""
+    out = subprocess.run([sys.executable, "-c", "import bnbook.doctor as d; "
+                          "print(d.bench_resnet50(n_images=128))"],
+                         check=True, cwd=ROOT, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
 
 
 def site_check() -> float:
