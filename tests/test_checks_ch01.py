@@ -334,23 +334,63 @@ def bn_tf_negative_axis(x, gamma, beta, eps, axis):  # forgot axis % rank
                                      tf.reshape(gamma, shape), eps)
 
 
-RIGHT_1_4 = [bn_tf, bn_tf_transpose, bn_tf_keras]
+def bn_tf_plus_rank(x, gamma, beta, eps, axis):  # axis + rank instead of axis % rank
+    rank = x.shape.rank
+    axis = axis + rank if axis < 0 else axis
+    mean, variance = tf.nn.moments(x, axes=[i for i in range(rank) if i != axis])
+    moved = [1] * rank
+    moved[axis] = x.shape[axis]
+    return tf.nn.batch_normalization(x, tf.reshape(mean, moved), tf.reshape(variance, moved),
+                                     tf.reshape(beta, moved), tf.reshape(gamma, moved), eps)
+
+
+def bn_tf_last_if_negative(x, gamma, beta, eps, axis):  # fitted to axis=-1, the only one it saw
+    return bn_tf(x, gamma, beta, eps, len(x.shape) - 1 if axis < 0 else axis)
+
+
+def bn_tf_transpose_no_mod(x, gamma, beta, eps, axis):  # a transpose order with a negative axis
+    rank = len(x.shape)
+    order = [i for i in range(rank) if i != axis] + [axis]
+    moved = tf.transpose(x, order)
+    mean, variance = tf.nn.moments(moved, axes=list(range(rank - 1)))
+    return tf.transpose(tf.nn.batch_normalization(moved, mean, variance, beta, gamma, eps),
+                        np.argsort(order))
+
+
+def bn_tf_layouts(x, gamma, beta, eps, axis):  # a rule per layout it saw: NCHW, else the last
+    rank = len(x.shape)
+    if axis in (-1, rank - 1):
+        return bn_tf(x, gamma, beta, eps, -1)
+    mean, variance = tf.nn.moments(x, axes=[0, 2, 3], keepdims=True)
+    shape = [1, -1, 1, 1]
+    return tf.nn.batch_normalization(x, mean, variance, tf.reshape(beta, shape),
+                                     tf.reshape(gamma, shape), eps)
+
+
+RIGHT_1_4 = [bn_tf, bn_tf_transpose, bn_tf_keras, bn_tf_plus_rank]
 WRONG_1_4 = [
     (bn_tf_with(stats="all_but_last"), "You ignored `axis`"),
     (bn_tf_with(stats="axis"), "You took the statistics over `axis` itself"),
     (bn_tf_with(stats="zero"), r"You reduced over axis 0 only"),
     (bn_tf_with(eps_fixed=1e-3), "Forgot epsilon"),
     (bn_tf_with(eps_fixed=0.1), "Forgot epsilon"),
-    (bn_tf_with(eps_fixed=0.05), r"In case 1 of 4 .*" + LOCATED),
+    (bn_tf_with(eps_fixed=0.05), r"In case 1 of 7 .*" + LOCATED),
     (bn_tf_with(form="swapped"), "tf.nn.batch_normalization got gamma as the offset"),
     (bn_tf_with(form="std"), "passed a standard deviation where"),
     (bn_tf_with(form="numpy"), "asks for a TensorFlow tensor"),
     (bn_tf_with(form="no_reshape"), r"batch_norm_tf failed: Incompatible shapes.*lined up with the "
                                     r"wrong axis"),
     (bn_tf_with(form="unbiased"), "unbiased variance"),
-    (bn_tf_negative_axis, "over every axis, the feature axis included"),
+    (bn_tf_negative_axis, r"In case 1 of 7 .*right for axis=1 but not for axis=-1.*not turned "
+                          r"into a positive index.*\nHint: start with axis = axis % rank"),
     (lambda x, gamma, beta, eps, axis: bn_tf(x, gamma, beta, eps, -1),
-     r"In case 2 of 4 .*failed: Incompatible shapes.*\nHint: `axis` is the feature axis"),
+     r"In case 2 of 7 .*failed: Incompatible shapes.*\(case 1 passed; this one changes shape, "
+     r"axis, eps: a hard-coded value\?.*\nHint: `axis` is the feature axis"),
+    (bn_tf_last_if_negative, r"In case 6 of 7 \(shape=\(2, 4, 3, 5, 6\), axis=-4, .*right for "
+                             r"axis=1 but not for axis=-4.*not turned into a positive index"),
+    (bn_tf_transpose_no_mod, r"In case 1 of 7 .*right for axis=1 but not for axis=-1"),
+    (bn_tf_layouts, r"In case 5 of 7 \(shape=\(4, 5, 3\), axis=1, .*raised .*\. Cases 1-4 "
+                    r"passed; this one changes shape, axis, eps: a hard-coded value\?"),
 ]
 
 

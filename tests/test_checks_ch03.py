@@ -172,6 +172,8 @@ def exact_with(layer1="right", layer2="right", ddof=0):
             z = np.concatenate(zs)
             if how == "chunk_var":
                 return z.mean(axis=0), np.mean([c.var(axis=0) for c in zs], axis=0)
+            if how == "chunk_var_weighted":  # each chunk's variance weighted by its rows
+                return z.mean(axis=0), sum(len(c) * c.var(axis=0) for c in zs) / len(z)
             if how == "equal":
                 means = np.mean([c.mean(axis=0) for c in zs], axis=0)
                 return means, np.mean([(c ** 2).mean(axis=0) for c in zs], axis=0) - means ** 2
@@ -213,6 +215,11 @@ RIGHT_3_2 = [exact, exact_tf]
 WRONG_3_2 = [
     (exact_with(layer1="chunk_var"), "Layer 1: you averaged the chunks' own variances"),
     (exact_with(layer1="chunk_var", layer2="same"), "Both layers: you averaged the chunks' own"),
+    (exact_with(layer1="chunk_var_weighted"), r"Layer 1: you averaged the chunks' variances: that "
+                                              r"misses how far the chunks' means lie from the "
+                                              r"overall mean.*\nHint: each chunk's values spread"),
+    (exact_with(layer1="chunk_var_weighted", layer2="same"), r"Both layers: you averaged the "
+                                                             r"chunks' variances: that misses"),
     (exact_with(layer1="equal"), "gave every chunk the same weight"),
     (exact_with(layer1="first"), "used only the first chunk"),
     (exact_with(layer1="last", layer2="same"), "kept only the last chunk's statistics"),

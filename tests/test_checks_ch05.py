@@ -56,6 +56,10 @@ def train_op_with(form):
         if form == "first":
             with graph.control_dependencies(scoped[:1]):
                 return optimizer.minimize(loss)
+        if form == "not_other":  # leaves out the other model by the name it has in case 1
+            with graph.control_dependencies([op for op in every
+                                             if not op.name.startswith("other/")]):
+                return optimizer.minimize(loss)
         if form == "hard_scope":
             with graph.control_dependencies(graph.get_collection(tf1.GraphKeys.UPDATE_OPS,
                                                                  "model")):
@@ -85,6 +89,8 @@ WRONG_5_1 = [
     (train_op_with("updates_only"), "The weights did not change"),
     (train_op_with("first"), "Only the first update op ran"),
     (train_op_with("hard_scope"), r"In case 2 of 3.*|Update ops not run"),
+    (train_op_with("not_other"), r"also ran the other model's update ops.*\nHint: keep only this "
+                                 r"model's, by the `scope`"),
     (train_op_with("own_optimizer"), r"In case 2 of 3 .*changes scope, .*optimizer.*" + LOCATED),
     (train_op_with("two_steps"), r"In case 1 of 3 .*your model/bn0/moving_mean is wrong .*" + LOCATED),
     (train_op_with("list"), "is a Python list, not a single op"),
@@ -172,7 +178,10 @@ def switch_with(form="right", decay_fixed=None, eps_fixed=None):
                     return tf.identity(batch_mean), tf.identity(batch_variance)
                 return tf.identity(moving_mean), tf.identity(moving_variance)
 
-            mean, variance = tf.cond(is_training, training_branch, inference_branch)
+            if form == "branches_swapped":
+                mean, variance = tf.cond(is_training, inference_branch, training_branch)
+            else:
+                mean, variance = tf.cond(is_training, training_branch, inference_branch)
         if form == "no_scale":
             return tf.nn.batch_normalization(x, mean, variance, None, None, epsilon)
         if form == "op":
@@ -192,6 +201,8 @@ WRONG_5_2 = [
     (switch_with("moving_in_training"), "normalises with the freshly updated moving"),
     (switch_with("batch_at_inference"), "In inference mode your layer normalises with the batch"),
     (switch_with("no_scale"), "ignores gamma and beta"),
+    (switch_with("branches_swapped"), r"The branches of tf.cond are swapped.*\nHint: "
+                                      r"tf.cond\(pred, true_fn, false_fn\) runs true_fn"),
     (switch_with("unbiased"), "unbiased batch"),
     (switch_with(decay_fixed=0.99), "decay 0.99 \\(the default\\)"),
     (switch_with(eps_fixed=1e-3), "epsilon 1e-3 \\(the default\\)"),

@@ -39,7 +39,8 @@ def backward_images(dy, x, gamma, eps, how="right"):
     bracket = {"no_mean_term": m * dy - x_hat * sum_dy_x_hat,
                "no_var_term": m * dy - sum_dy,
                "no_batch_terms": m * dy}.get(how, m * dy - sum_dy - x_hat * sum_dy_x_hat)
-    factor = {"no_gamma": s / m, "m_minus_1": gamma * s / (m - 1)}.get(how, gamma * s / m)
+    factor = {"no_gamma": s / m, "m_minus_1": gamma * s / (m - 1),
+              "no_divide_m": gamma * s}.get(how, gamma * s / m)
     if how == "m_minus_1":
         bracket = (m - 1) * dy - sum_dy - x_hat * sum_dy_x_hat
     dx = factor * bracket
@@ -98,6 +99,7 @@ BACKWARD_MISTAKES = [
     ("m_minus_1", "uses m - 1 where the closed form has m"),
     ("no_gamma", "missing the factor gamma"),
     ("sign", "wrong sign"),
+    ("no_divide_m", r"Your dx is m times too large: you did not divide by m"),
     ("no_eps", "Forgot epsilon: your s is 1 / sqrt"),
     ("std_plus_eps", "added epsilon to the standard deviation"),
     ("fixed_eps", "did not use the `eps` argument"),
@@ -269,7 +271,8 @@ def numerical_gradient(f, x, h, how="right"):
             work[index] = keep
         grad[index] = {"forward": (plus - base) / h, "backward": (base - minus) / h,
                        "over_h": (plus - minus) / h, "over_4h": (plus - minus) / (4 * h),
-                       "precedence": (plus - minus) / 2 * h
+                       "precedence": (plus - minus) / 2 * h,
+                       "wrong_sign": (minus - plus) / (2 * h),
                        }.get(how, (plus - minus) / (2 * h))
     if how == "flat":
         return grad.ravel()
@@ -307,7 +310,9 @@ NUMERIC_MISTAKES = [
     ("all_at_once", "moved every entry at once"),
     ("in_place_drift", "changed the array x it was given"),
     ("flat", r"your gradient has shape \(12,\); expected \(3, 4\)"),
-    ("float32", "dtype float32; expected float64"),
+    ("float32", r"dtype float32; expected float64\.\nHint: your result was cast down from "
+                r"float64 to float32"),
+    ("wrong_sign", r"wrong sign: you computed \(f\(x - h\) - f\(x \+ h\)\) / 2h"),
     ("tensor", "asks for a NumPy array"),
     ("list", "Python list"),
 ]

@@ -201,6 +201,7 @@ def test_8_2_solution_passes(capsys):
 def test_8_2_written_differently_passes(capsys):
     """Moving the normalised axes to the end and flattening them is right too."""
     def flattened(x, gamma, beta, axes, eps):
+        axes = [a % len(x.shape) for a in axes]
         rest = [a for a in range(len(x.shape)) if a not in axes]
         moved = tf.transpose(x, rest + list(axes))
         flat = tf.reshape(moved, [*moved.shape[:len(rest)], -1])
@@ -210,6 +211,29 @@ def test_8_2_written_differently_passes(capsys):
         out = out * gamma + beta                    # gamma now lines up with the last axes
         return tf.transpose(out, np.argsort(rest + list(axes)))
     passes(capsys, check.layer_norm, flattened, "8.2")
+
+
+def test_8_2_lined_up_by_membership_passes(capsys):
+    """The solution's reshape, by `i in axes`, once the axes are counted from the front."""
+    def by_membership(x, gamma, beta, axes, eps):
+        axes = [a % len(x.shape) for a in axes]
+        mean, variance = tf.nn.moments(x, axes=axes, keepdims=True)
+        lined_up = [x.shape[i] if i in axes else 1 for i in range(len(x.shape))]
+        return tf.reshape(gamma, lined_up) * (x - mean) / tf.sqrt(variance + eps) \
+            + tf.reshape(beta, lined_up)
+    passes(capsys, check.layer_norm, by_membership, "8.2")
+
+
+def test_8_2_negative_axes_not_made_positive_are_named():
+    def no_modulo(x, gamma, beta, axes, eps):  # `i in axes` never sees -3 or -2
+        mean, variance = tf.nn.moments(x, axes=axes, keepdims=True)
+        lined_up = [x.shape[i] if i in axes else 1 for i in range(len(x.shape))]
+        return tf.reshape(gamma, lined_up) * (x - mean) / tf.sqrt(variance + eps) \
+            + tf.reshape(beta, lined_up)
+    with pytest.raises(ExerciseMistake, match=r"In case 3 of 4 \(x=\(4, 5, 3, 2\), axes=\[-3, -2\], "
+                                              r".*right for axes=\[1, 2\] but not for axes=\[-3, "
+                                              r"-2\].*not turned into a positive index"):
+        check.layer_norm(no_modulo)
 
 
 def test_8_2_stub_is_not_done(capsys):

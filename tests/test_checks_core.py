@@ -223,3 +223,45 @@ def test_match_tolerance():
     with pytest.raises(ExerciseMistake):
         match(np.float32(1.001), 1.0)
     match(np.float32(1.001), 1.0, atol=1e-2)
+
+
+def test_dtype_hint_says_which_way_the_dtype_went():
+    with pytest.raises(ExerciseMistake, match=r"(?s)dtype float64; expected float32\.\nHint: .*"
+                                              r"promotes the result to float64"):
+        match(np.array([1.0]), np.array([1.0]), dtype=np.float32)
+    with pytest.raises(ExerciseMistake) as info:  # a down-cast is not a promotion
+        match(np.array([1.0], np.float32), np.array([1.0]), dtype=np.float64)
+    text = str(info.value)
+    assert "dtype float32; expected float64" in text
+    assert "cast down from float64 to float32" in text and "promotes" not in text
+
+
+def test_error_in_a_later_case_says_what_changed_since_the_passing_cases():
+    def fits_the_first_case(x):
+        return np.reshape(x, (6, 4))  # the first case's shape, hard-coded
+    call(fits_the_first_case, CASES[0].x, case=CASES[0])
+    with pytest.raises(ExerciseMistake) as info:
+        call(fits_the_first_case, CASES[1].x, case=CASES[1])
+    text = str(info.value)
+    assert text.startswith(f"In {CASES[1]}: your function raised ValueError")
+    assert ". Case 1 passed; this one changes x, eps: a hard-coded value?" in text
+    with pytest.raises(ExerciseMistake) as info:  # the first case: nothing passed before it
+        call(fits_the_first_case, CASES[1].x, case=CASES[0])
+    assert "hard-coded" not in str(info.value)
+
+
+def test_refusing_leaves_a_running_profiler_alone():
+    """Under cProfile the check still runs (the refusal hook steps aside instead of breaking it)."""
+    import cProfile
+
+    from bnbook.checks._core import call
+
+    def helper():
+        return 1
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        assert call(lambda: helper() + 1, refuse=(helper,)) == 2
+    finally:
+        profiler.disable()

@@ -155,6 +155,11 @@ def _watching(functions: Iterable[Callable]):
     implementation unseen."""
     codes = {f.__code__: f"{f.__module__}.{f.__qualname__}" for f in functions}
     seen: list[str] = []
+    if not codes or sys.getprofile() is not None:
+        # Nothing to watch: no hook (a profile hook slows every Python call down). A profiler
+        # already running (cProfile) cannot be put back with sys.setprofile: leave it alone.
+        yield seen
+        return
     previous = sys.getprofile()
 
     def profile(frame, event, arg):
@@ -181,9 +186,10 @@ def call(fn: Callable, *args, what: str = "your function", hint: str | None = No
 
     The generator's stub raises :class:`NotDone` (the checker prints "not done yet"); any other
     exception becomes an ExerciseMistake "[In <case>: ]<what> raised <Type>: <first line>" with
-    ``hint``. ``refuse`` names the book's own implementations of the exercise's step: if the
-    learner's code calls one of them, that is the mistake reported. (``case`` and ``refuse`` are
-    keyword-only and not passed on to ``fn``.)
+    ``hint``; in a case after passing ones, followed by the parameters this case changes (see
+    :func:`changed_note`), as in :func:`match`'s locating message. ``refuse`` names the book's
+    own implementations of the exercise's step: if the learner's code calls one of them, that is
+    the mistake reported. (``case`` and ``refuse`` are keyword-only and not passed on to ``fn``.)
     """
     __tracebackhide__ = True
     if not callable(fn):
@@ -205,7 +211,12 @@ def call(fn: Callable, *args, what: str = "your function", hint: str | None = No
                 raise NotDone() from None
             if seen:
                 raise _book_call(seen, where) from None
-            raise raised(err, where, hint) from None
+            mistake = raised(err, where, hint)
+            note = changed_note(case, sentence=True)  # the earlier cases ran: what changed?
+            if note:
+                text = mistake.mistake if mistake.mistake.endswith(".") else mistake.mistake + "."
+                mistake = ExerciseMistake(text + note, mistake.hint)
+            raise mistake from None
     if seen:
         raise _book_call(seen, where)
     return result
@@ -261,17 +272,24 @@ def as_array(value, name: str = "your result", *, want_tensor: bool | None = Non
             "tf.cast(x, tf.float32) first.",
         )
     if dtype is not None and array.dtype != dtype:
-        raise ExerciseMistake(
-            f"{name} has dtype {array.dtype}; expected {np.dtype(dtype).name}.",
-            "keep the input's dtype: mixing float64 constants (np.sqrt of a Python float, "
-            "np.float64 arrays) into float32 work promotes the result.",
-        )
+        raise ExerciseMistake(f"{name} has dtype {array.dtype}; expected {np.dtype(dtype).name}.",
+                              _dtype_hint(array.dtype, np.dtype(dtype)))
     if not np.all(np.isfinite(array)):
         raise ExerciseMistake(
             f"{name} contains NaN or infinity.",
             "a division by zero? A constant feature has variance 0: that is what epsilon is for.",
         )
     return array
+
+
+def _dtype_hint(got: np.dtype, want: np.dtype) -> str:
+    """What a wrong float dtype usually means, in the direction it went."""
+    if got.itemsize > want.itemsize:  # promoted, e.g. float32 work that came back float64
+        return (f"keep the input's dtype: mixing {got.name} constants (np.sqrt of a Python float, "
+                f"np.{got.name} arrays) into {want.name} work promotes the result to {got.name}.")
+    return (f"your result was cast down from {want.name} to {got.name} (a tf.cast, .astype or "
+            f"tf.constant(..., tf.{got.name}), or {got.name} arrays of your own), which drops "
+            f"precision: keep the {want.name} you were given from start to end.")
 
 
 def expect_shape(array: np.ndarray, shape: tuple, name: str = "your result") -> None:
@@ -287,6 +305,18 @@ def expect_shape(array: np.ndarray, shape: tuple, name: str = "your result") -> 
 # ---------------------------------------------------------------------------------------------
 # Cases and the matcher
 # ---------------------------------------------------------------------------------------------
+
+def changed_note(case, sentence: bool = False) -> str:
+    """" (cases 1-2 passed; this one changes batch, eps: a hard-coded value? ...)" for a case
+    after passing ones that changes some parameters; "" otherwise. ``sentence``: the same note
+    as a sentence of its own (" Cases 1-2 passed; ... given?")."""
+    if not isinstance(case, Case) or case.index == 0 or not case.changed():
+        return ""
+    earlier = "case 1 passed" if case.index == 1 else f"cases 1-{case.index} passed"
+    note = (f"{earlier}; this one changes {', '.join(case.changed())}: a hard-coded value? "
+            "Is one of them fixed in your code instead of taken from what it is given?")
+    return f" {note[0].upper()}{note[1:]}" if sentence else f" ({note})"
+
 
 def _describe(value) -> str:
     if hasattr(value, "shape") and hasattr(value, "dtype"):
@@ -532,13 +562,8 @@ def match(got, want, *, wrong: Iterable[Wrong] = (), case: Case | str | None = N
             message = f"{what} {distance(value, right, atol, rtol)}"
     else:
         message = f"{what} is {value!r}, which is not right"  # a flag or a name, not numbers
-    note = ""
-    if isinstance(case, Case) and case.index > 0 and case.changed():
-        earlier = "case 1 passed" if case.index == 1 else f"cases 1-{case.index} passed"
-        note = (f" ({earlier}; this one changes {', '.join(case.changed())}: a hard-coded value? "
-                "Is one of them fixed in your code instead of taken from what it is given?)")
     raise ExerciseMistake(
-        f"{where}{message}{note}. That matches no mistake this check knows.",
+        f"{where}{message}{changed_note(case)}. That matches no mistake this check knows.",
         selftest or "rebuild the answer step by step on a tiny input you can work out by hand, "
                     "and compare each intermediate value.")
 

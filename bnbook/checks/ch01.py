@@ -1,9 +1,10 @@
 """Checkers for chapter 1, the batch-normalizing transform by hand.
 
-Every checker runs three or four cases that differ in every size (batch, channels, height, width,
-features) and in epsilon, so that no hard-coded number passes. Within a case no two axes have the
-same length (except where a case is built to catch one broadcasting mistake), the variances are far
-from 1 and some are small, so that each mistake with epsilon or the axes gives a different answer.
+Every checker runs three to seven cases that differ in every size (batch, channels, height, width,
+features) and in epsilon (1.4 also in rank and in the feature axis, counted from either end), so
+that no hard-coded number passes. Within a case no two axes have the same length (except where a
+case is built to catch one broadcasting mistake), the variances are far from 1 and some are small,
+so that each mistake with epsilon or the axes gives a different answer.
 The known-wrong variants are computed in float64 and matched with :func:`._core.match`.
 """
 
@@ -13,7 +14,7 @@ import re
 
 import numpy as np
 
-from ._core import ExerciseMistake, Wrong, call, cases, checker, match
+from ._core import ExerciseMistake, Wrong, call, cases, changed_note, checker, match
 
 COMMON_EPSILONS = (0.0, 1e-3, 1e-5)  # what a learner types when they ignore the `eps` argument
 
@@ -106,6 +107,17 @@ MESSAGES = {
             "feature divides 0 by 0."),
 }
 
+def averaged_variances(part: str) -> tuple[str, str]:
+    """The mistake of averaging the variances of a batch's parts (weighted by their counts),
+    as "averaged the parts' variances: ..." (for "You " or "Layer 1: you " in front), and its
+    hint, for parts called ``part`` ("part", "chunk"); chapter 3 reuses it."""
+    return (f"averaged the {part}s' variances: that misses how far the {part}s' means lie from "
+            "the overall mean.",
+            f"each {part}'s values spread around that {part}'s mean; around the overall mean they "
+            f"spread more. Use E[x^2] of the whole batch: each {part} gives variance + mean^2, "
+            "weighted by its count.")
+
+
 _TF_MESSAGES = dict(MESSAGES, **{
     "swapped": ("gamma and beta are swapped: tf.nn.batch_normalization got gamma as the offset "
                 "and beta as the scale.",
@@ -117,7 +129,7 @@ _TF_MESSAGES = dict(MESSAGES, **{
 })
 
 
-def _broadcast_hint(err: ExerciseMistake, hint: str) -> ExerciseMistake:
+def _broadcast_hint(err: ExerciseMistake, hint: str, case=None) -> ExerciseMistake:
     """A broadcasting error in the learner's code: say what it usually means."""
     text = str(err)
     found = re.search(r"Incompatible shapes: \[[\d, ]*\] vs\. \[[\d, ]*\]", text) or \
@@ -126,7 +138,8 @@ def _broadcast_hint(err: ExerciseMistake, hint: str) -> ExerciseMistake:
     if not found:
         return err
     function = err.mistake.split(" raised ")[0]  # "[In case k: ]<what>"
-    return ExerciseMistake(f"{function} failed: {found.group(0).strip()}. Shapes that do not "
+    return ExerciseMistake(f"{function} failed: {found.group(0).strip()}"
+                           f"{changed_note(case)}. Shapes that do not "
                            "broadcast usually mean a statistic, gamma or beta is lined up with the "
                            "wrong axis.", hint)
 
@@ -136,7 +149,7 @@ def _call(fn, *args, what, hint, case):
     try:
         return call(fn, *args, what=what, case=case)
     except ExerciseMistake as err:
-        raise _broadcast_hint(err, hint) from None
+        raise _broadcast_hint(err, hint, case) from None
 
 
 def _data(seed: int, shape, feature_axis: int, constant: int | None = None):
@@ -258,12 +271,8 @@ def merged_moments(fn):
                   Wrong({"mean": whole.var(axis=0), "variance": whole.mean(axis=0)},
                         "Mean and variance are swapped.",
                         "return them in the order (mean, variance), as tf.nn.moments does."),
-                  Wrong({"variance": within},
-                        "You averaged the parts' variances: that misses how far the parts' means "
-                        "lie from the overall mean.",
-                        "each part's values spread around that part's mean; around the overall "
-                        "mean they spread more. Use E[x^2] of the whole batch: each part gives "
-                        "variance + mean^2, weighted by its count."),
+                  Wrong({"variance": within}, "You " + averaged_variances("part")[0],
+                        averaged_variances("part")[1]),
                   Wrong({"mean": plain_mean, "variance": variances.mean(axis=0)},
                         "You averaged the parts' statistics with equal weights, and averaged the "
                         "variances.",
@@ -351,21 +360,66 @@ _AXIS_HINT = ("`axis` is the feature axis, as in keras.layers.BatchNormalization
               "and beta so that they line up with `axis`.")
 
 
+def _is_right(out, x, gamma, beta, eps, axis) -> bool:
+    """True if ``out`` is the transform of ``x`` for feature axis ``axis``."""
+    try:
+        match(out, reference(x, gamma, beta, eps, axis), tensor=True, dtype=np.float32)
+    except ExerciseMistake:
+        return False
+    return True
+
+
+def _right_for(fn, x, gamma, beta, eps, axis) -> bool:
+    """True if ``fn`` gives the right transform for feature axis ``axis`` (an error: False)."""
+    import tensorflow as tf
+
+    try:
+        out = call(fn, tf.constant(x), tf.constant(gamma), tf.constant(beta), eps, axis)
+    except ExerciseMistake:
+        return False
+    return _is_right(out, x, gamma, beta, eps, axis)
+
+
+_CASES_1_4 = (  # dense, NCHW, NHWC, sequence; a middle axis; a 5-D volume; negative axes
+    dict(shape=(6, 4), axis=-1, eps=0.1, _seed=41),
+    dict(shape=(3, 4, 5, 2), axis=1, eps=0.01, _seed=42),
+    dict(shape=(4, 3, 5, 2), axis=3, eps=0.2, _seed=43),
+    dict(shape=(5, 6, 3), axis=-1, eps=0.05, _seed=44),
+    dict(shape=(4, 5, 3), axis=1, eps=0.3, _seed=45),
+    dict(shape=(2, 4, 3, 5, 6), axis=-4, eps=0.02, _seed=46),
+    dict(shape=(3, 5, 2, 4), axis=-2, eps=0.15, _seed=47),
+)
+
+
 @checker("1.4")
 def transform_tf(fn):
-    """Check ``batch_norm_tf(x, gamma, beta, eps, axis)`` for four layouts and feature axes."""
+    """Check ``batch_norm_tf(x, gamma, beta, eps, axis)`` for seven layouts and feature axes
+    (ranks 2 to 5, the axis first after the batch, in the middle or last, counted from either
+    end)."""
     __tracebackhide__ = True
     import tensorflow as tf
 
-    for case in cases(dict(shape=(6, 4), axis=-1, eps=0.1, _seed=41),
-                      dict(shape=(3, 4, 5, 2), axis=1, eps=0.01, _seed=42),
-                      dict(shape=(4, 3, 5, 2), axis=3, eps=0.2, _seed=43),
-                      dict(shape=(5, 6, 3), axis=-1, eps=0.05, _seed=44)):
+    for case in cases(*_CASES_1_4):
         x, gamma, beta = _data(case.seed, case.shape, case.axis)
-        out = _call(fn, tf.constant(x), tf.constant(gamma), tf.constant(beta), case.eps,
-                    case.axis, what="batch_norm_tf", hint=_AXIS_HINT, case=case)
         ndim = x.ndim
         axis = case.axis % ndim
+        try:
+            out = _call(fn, tf.constant(x), tf.constant(gamma), tf.constant(beta), case.eps,
+                        case.axis, what="batch_norm_tf", hint=_AXIS_HINT, case=case)
+            failed = None
+        except ExerciseMistake as err:
+            out, failed = None, err
+        if case.axis < 0 and (failed is not None or not _is_right(
+                out, x, gamma, beta, case.eps, case.axis)) \
+                and _right_for(fn, x, gamma, beta, case.eps, axis):
+            raise ExerciseMistake(
+                f"In {case}: your function is right for axis={axis} but not for axis="
+                f"{case.axis}, the same axis counted from the end: a negative `axis` was not "
+                "turned into a positive index.",
+                f"start with axis = axis % rank (here {case.axis} % {ndim} = {axis}); a negative "
+                "axis in `i != axis` or in a transpose order does not name the feature axis.")
+        if failed is not None:
+            raise failed
         others = tuple(i for i in range(ndim) if i != axis)
         wrong = []
         if axis != ndim - 1:
@@ -378,9 +432,9 @@ def transform_tf(fn):
                            "axis to keep, not the axes to reduce.", _AXIS_HINT))
         wrong.append(Wrong(reference(x, gamma, beta, case.eps, axis,
                                      stats_axes=tuple(range(ndim))),
-                           "You took the statistics over every axis, the feature axis included. "
-                           "With a negative `axis` (-1), `i != axis` is true for every i in "
-                           "range(rank).", "turn `axis` into a positive index first: axis % rank."))
+                           "You took the statistics over every axis, the feature axis included.",
+                           "keep `axis` out of the axes you reduce over (and turn a negative "
+                           "`axis` into a positive index first: axis % rank)."))
         if others != (0,):
             wrong.append(Wrong(reference(x, gamma, beta, case.eps, axis, stats_axes=(0,)),
                                "You reduced over axis 0 only; with more than two dimensions the "
@@ -392,4 +446,5 @@ def transform_tf(fn):
               selftest="compare with keras.layers.BatchNormalization(axis=axis, epsilon=eps) "
                        "called with training=True on the same x (its gamma is 1 and beta 0 at "
                        "the start: pass ones and zeros to yours).")
-    return "matches the transform for 4 layouts and feature axes"
+    return (f"matches the transform for {len(_CASES_1_4)} layouts and feature axes (ranks 2 to "
+            "5, negative axes included)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._core import ExerciseMistake, Wrong, call, cases, checker, match
+from .ch01 import averaged_variances
 
 ATOL = 1e-4
 VARIABLES = ("gamma", "beta", "pop_mean", "pop_var")
@@ -338,6 +339,8 @@ def _layer_variants(z, chunk) -> dict[str, tuple]:
         "unbiased": (z.mean(axis=0), z.var(axis=0, ddof=1)),
         "std": (z.mean(axis=0), z.std(axis=0)),
         "chunk variances": (z.mean(axis=0), np.mean([p.var(axis=0) for p in parts], axis=0)),
+        "chunk variances weighted": (z.mean(axis=0), np.sum([len(p) * p.var(axis=0)
+                                                              for p in parts], axis=0) / len(z)),
         "equal weights": (np.mean([p.mean(axis=0) for p in parts], axis=0),
                           np.mean([(p ** 2).mean(axis=0) for p in parts], axis=0)
                           - np.mean([p.mean(axis=0) for p in parts], axis=0) ** 2),
@@ -362,6 +365,7 @@ LAYER_MESSAGES = {
                         "means differ from each other, so the variance comes out too small.",
                         "accumulate the sum of z and the sum of z**2 over all chunks, then "
                         "variance = E[z**2] - E[z]**2."),
+    "chunk variances weighted": averaged_variances("chunk"),  # chapter 1.2's wording
     "chunk variances unbiased": ("averaged the chunks' variances (made unbiased). That is the "
                                  "paper's estimate from mini-batches, not the exact variance.",
                                  "accumulate the sum of z and the sum of z**2 over all chunks, "

@@ -2,9 +2,9 @@
 
 Each check builds tiny graphs of its own in three cases that differ in everything a learner could
 fix in their code (features, number of BN layers, decay, epsilon, optimizer and learning rate,
-number of steps, the model's scope and what else the graph holds), runs a few steps in a
-tf.compat.v1.Session and compares every moving statistic and weight with a reference run (see
-:func:`._core.match`).
+number of steps, the model's scope, the other model's scope and what else the graph holds), runs
+a few steps in a tf.compat.v1.Session and compares every moving statistic and weight with a
+reference run (see :func:`._core.match`).
 """
 
 # The Wrong(lambda: ...) variants below are evaluated inside the loop iteration that makes them.
@@ -64,24 +64,28 @@ _OPTIMIZERS = {
 
 
 def _training_bn(x, decay, name):
-    """The lesson's batch_norm in training mode only (no tf.cond: its gradient is slow to build):
-    batch statistics, and two moving-average assign ops filed in UPDATE_OPS."""
+    """The lesson's batch_norm in training mode only: batch statistics, and two moving-average
+    assign ops filed in UPDATE_OPS. Built to be cheap to differentiate, since the checks build
+    its gradient in every graph: no tf.cond, and the batch statistics count as constants in the
+    backward pass (what the checks test is which update ops run, not BN's gradient)."""
     gamma, beta, moving_mean, moving_variance = tf1_demos.bn_variables(x.shape[-1], name)
     mean, variance = tf.nn.moments(x, axes=[0])
     for moving, batch in ((moving_mean, mean), (moving_variance, variance)):
         tf1.add_to_collection(tf1.GraphKeys.UPDATE_OPS,
                               tf1.assign_sub(moving, (moving - batch) * (1 - decay)))
-    return tf.nn.batch_normalization(x, mean, variance, beta, gamma, 1e-3)
+    scale = gamma * tf.stop_gradient(tf.math.rsqrt(variance + 1e-3))
+    return (x - tf.stop_gradient(mean)) * scale + beta
 
 
 def _rig51(case):
     """A graph with the model under ``case.scope`` (``case.layers`` BN layers whose update ops go
-    to UPDATE_OPS) and another model's BN layer under "other", whose updates are not ours."""
+    to UPDATE_OPS) and another model's BN layer under ``case.other``, whose updates are not
+    ours."""
     rng = np.random.default_rng(case.seed)
     graph = tf.Graph()
     with graph.as_default():
         x = tf1.placeholder(tf.float32, [None, case.features], name="x")
-        with tf1.variable_scope("other"):   # built first: its update ops come first in the list
+        with tf1.variable_scope(case.other):  # built first: its update ops come first
             w_other = tf1.Variable(rng.normal(size=(case.features, 2)).astype(np.float32),
                                    name="w")
             _training_bn(x @ w_other, decay=0.5, name="bn")
@@ -97,7 +101,7 @@ def _rig51(case):
     return graph, x, loss, optimizer
 
 
-def _state51(graph, sess, scope, optimizer_names) -> dict:
+def _state51(graph, sess, scope, other, optimizer_names) -> dict:
     variables = sorted((v for v in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
                         if v.op.name not in optimizer_names), key=lambda v: v.op.name)
     values = dict(zip((v.op.name for v in variables), sess.run(variables)))
@@ -106,7 +110,7 @@ def _state51(graph, sess, scope, optimizer_names) -> dict:
         "moving statistics of the model": {n: values[n] for n in pick
                                            if n.startswith(scope + "/") and "moving" in n},
         "moving statistics of the other model": {n: values[n] for n in pick
-                                                 if n.startswith("other/") and "moving" in n},
+                                                 if n.startswith(other + "/") and "moving" in n},
         "weights of the model": {n: values[n] for n in pick if n.startswith(scope + "/")
                                  and "moving" not in n},
     }
@@ -130,7 +134,7 @@ def _run51(case, make_op, batch, reference=None):
             sess.run(init)
             for _ in range(case.steps):
                 sess.run(train, {x: batch})
-            states.append(_state51(graph, sess, case.scope, optimizer_names))
+            states.append(_state51(graph, sess, case.scope, case.other, optimizer_names))
     return states if reference else states[0]
 
 
@@ -148,13 +152,13 @@ def train_op_with_updates(fn):
     """Run the learner's train op a few steps; the model's moving statistics must take one update
     per step, the other model's none, and the weights one optimizer step per step."""
     __tracebackhide__ = True
-    for case in cases(
-            dict(scope="model", layers=1, features=3, decay=0.9, optimizer="GradientDescent(0.05)",
-                 steps=3, _seed=51),
-            dict(scope="discriminator", layers=2, features=4, decay=0.7,
+    for case in cases(  # `other`: the scope of the other model, whose update ops are not ours
+            dict(scope="model", other="other", layers=1, features=3, decay=0.9,
+                 optimizer="GradientDescent(0.05)", steps=3, _seed=51),
+            dict(scope="discriminator", other="generator", layers=2, features=4, decay=0.7,
                  optimizer="Momentum(0.02, 0.9)", steps=2, _seed=52),
-            dict(scope="student", layers=3, features=2, decay=0.8, optimizer="Adam(0.01)",
-                 steps=4, _seed=53)):
+            dict(scope="student", other="teacher", layers=3, features=2, decay=0.8,
+                 optimizer="Adam(0.01)", steps=4, _seed=53)):
         rng = np.random.default_rng(case.seed + 100)
         batch = (rng.normal(size=(6, case.features)) * 2 + 1).astype(np.float32)
         got, want = _run51(
@@ -177,8 +181,10 @@ def train_op_with_updates(fn):
                 _updates(graph), lambda: opt.minimize(loss))),
                 "Your train op also ran the other model's update ops: the graph holds two "
                 "models, and UPDATE_OPS collects the update ops of both.",
-                "take only this model's: graph.get_collection(UPDATE_OPS, scope) filters them by "
-                "name scope."),
+                "keep only this model's, by the `scope` you are given: "
+                "graph.get_collection(UPDATE_OPS, scope) filters them by name scope. Leaving out "
+                "another model by its name fails as soon as that model is called something "
+                "else."),
             Wrong(variant(lambda loss, opt, graph, scope: tf.group(*_updates(graph, scope))),
                   "The weights did not change: your op runs the update ops but no optimizer step.",
                   "the op you return must include optimizer.minimize(loss)."),
@@ -261,12 +267,19 @@ def batch_norm_switch(fn):
                "moving mean after inference": mean_2, "moving variance after inference": var_2}
 
         def run(update="right", decay=d, epsilon=eps, ddof=0, train_stats="batch",
-                eval_stats="moving", scale=True):
+                eval_stats="moving", scale=True, branches="right"):
             """The layer's results, and its known-wrong variants, in float64."""
             t, e = train.astype(np.float64), evaluation.astype(np.float64)
             m, v = np.zeros(f), np.ones(f)
             bm, bv = t.mean(axis=0), t.var(axis=0, ddof=ddof)
             g, b = (gamma, beta) if scale else (1.0, 0.0)
+            if branches == "swapped":  # training takes the inference branch, and inference ...
+                em, ev = e.mean(axis=0), e.var(axis=0)
+                m2, v2 = m - (m - em) * (1 - decay), v - (v - ev) * (1 - decay)
+                return {"training output": _bn52(t, m, v, g, b, epsilon),
+                        "moving mean after training": m, "moving variance after training": v,
+                        "inference output": _bn52(e, em, ev, g, b, epsilon),
+                        "moving mean after inference": m2, "moving variance after inference": v2}
 
             def update_with(m, v, bm, bv):
                 if update == "swapped":
@@ -327,6 +340,12 @@ def batch_norm_switch(fn):
                   "In inference mode your layer normalises with the batch statistics.",
                   "the branch taken when is_training is False must use the moving mean and "
                   "variance."),
+            Wrong(run(branches="swapped"),
+                  "The branches of tf.cond are swapped: training normalised with the moving "
+                  "statistics and updated nothing; inference used the batch's statistics and "
+                  "updated the moving ones.",
+                  "tf.cond(pred, true_fn, false_fn) runs true_fn when pred is True: the training "
+                  "branch (batch statistics and the updates) comes first."),
             Wrong(run(scale=False), "Your output ignores gamma and beta.",
                   "scale by gamma and shift by beta after normalising."),
             Wrong(run(ddof=1), "The moving variance was updated with the unbiased batch "

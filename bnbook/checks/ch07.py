@@ -77,6 +77,10 @@ MESSAGES = {
     "m_minus_1": (
         "Your dx uses m - 1 where the closed form has m.",
         "m is the number of values each mean averages; the biased variance divides by m too."),
+    "no_divide_m": (
+        "Your dx is m times too large: you did not divide by m.",
+        "the closed form is dx = (gamma * s / m) * (m * dy - sum(dy) - x_hat * sum(dy * x_hat)): "
+        "the bracket is divided by m, the number of values each mean averages."),
     "no_gamma": (
         "Your dx is missing the factor gamma.",
         "y = gamma * x_hat + beta, so the gradient reaching x_hat is gamma * dy."),
@@ -143,6 +147,7 @@ def backward_variants(dy, x, gamma, eps, axes, messages=MESSAGES, batch_m=None):
         Wrong(full(eps, ddof=1), *messages["unbiased"]),
         Wrong({"dx": gamma * s / (m - 1) * ((m - 1) * dy - sum_dy - x_hat * sum_dy_x_hat)},
               *messages["m_minus_1"]),
+        Wrong({"dx": right_dx * m}, *messages["no_divide_m"]),
         Wrong({"dx": right_dx / gamma}, *messages["no_gamma"]),
         Wrong({"dx": -right_dx}, *messages["sign"]),
         Wrong(full(0.0), *messages["no_eps"]),
@@ -495,6 +500,9 @@ def numerical_gradient(fn):
                      Wrong(_one_sided(f, x, case.h, False),
                            "You used backward differences, (f(x) - f(x - h)) / h.",
                            "use centred differences, (f(x + h) - f(x - h)) / 2h."),
+                     Wrong(-want, "Your gradient has the wrong sign: you computed "
+                           "(f(x - h) - f(x + h)) / 2h.",
+                           "the difference goes uphill: f(x + h) first, then subtract f(x - h)."),
                      Wrong(2 * want, "You divided by h instead of 2h.",
                            "x + h and x - h are 2h apart."),
                      Wrong(want / 2, "You divided by 4h instead of 2h (or halved twice).",

@@ -261,12 +261,24 @@ def _keras_layer_norm(x, gamma, beta, axes, eps):
     return np.asarray(layer(x))
 
 
-LAYER_CASES = (
+LAYER_CASES = (  # axes counted from the front and from the end
     dict(x=(3, 6, 4), axes=[2], eps=1e-3),
     dict(x=(2, 3, 4, 5), axes=[1, 2, 3], eps=0.1),
-    dict(x=(4, 5, 3, 2), axes=[1, 2], eps=0.01),
-    dict(x=(5, 7), axes=[1], eps=0.05),
+    dict(x=(4, 5, 3, 2), axes=[-3, -2], eps=0.01),
+    dict(x=(5, 7), axes=[-1], eps=0.05),
 )
+
+
+def _layer_norm_right(fn, x, gamma, beta, axes, eps) -> bool:
+    """True if ``fn`` gives layer normalisation of ``x`` over ``axes`` (an error: False)."""
+    import tensorflow as tf
+
+    try:
+        got = call(fn, tf.constant(x), tf.constant(gamma), tf.constant(beta), list(axes), eps)
+        match(got, layer_norm_numpy(x, gamma, beta, axes, eps), dtype=np.float32)
+    except ExerciseMistake:
+        return False
+    return True
 
 
 @checker("8.2")
@@ -276,13 +288,30 @@ def layer_norm(fn):
     import tensorflow as tf
 
     for case in cases(*LAYER_CASES):
-        shape, axes, eps = case.x, tuple(case.axes), case.eps
+        shape, given, eps = case.x, list(case.axes), case.eps
+        axes = tuple(a % len(shape) for a in given)  # the same axes, counted from the front
         x = _data(shape, seed=sum(shape))
         gamma, beta = _affine(tuple(shape[a] for a in axes), seed=sum(shape))
-        got = call(fn, tf.constant(x), tf.constant(gamma), tf.constant(beta), list(axes), eps,
-                   what="layer_norm", case=case,
-                   hint="gamma and beta have the shape of x over `axes` only; to broadcast, they "
-                        "need size-1 axes where x has the axes that are not normalised.")
+        try:
+            got = call(fn, tf.constant(x), tf.constant(gamma), tf.constant(beta), list(given),
+                       eps, what="layer_norm", case=case,
+                       hint="gamma and beta have the shape of x over `axes` only; to broadcast, "
+                            "they need size-1 axes where x has the axes that are not "
+                            "normalised.")
+            failed = None
+        except ExerciseMistake as err:
+            got, failed = None, err
+        if list(axes) != given and (failed is not None or not _is_close(
+                got, layer_norm_numpy(x, gamma, beta, axes, eps))) \
+                and _layer_norm_right(fn, x, gamma, beta, axes, eps):
+            raise ExerciseMistake(
+                f"In {case}: your function is right for axes={list(axes)} but not for axes="
+                f"{given}, the same axes with some counted from the end: a negative axis was not "
+                "turned into a positive index.",
+                "start with axes = [a % rank for a in axes]; a negative axis in `i in axes` or "
+                "`i not in axes` (i from range(rank)) never matches.")
+        if failed is not None:
+            raise failed
         args = (x, gamma, beta, axes, eps)
         wrong = [Wrong(partial(layer_norm_numpy, *args, how=how), *LAYER_MESSAGES[how])
                  for how in ("last_only", "batch_axis", "with_batch", "std_plus_eps", "no_sqrt",
@@ -300,7 +329,16 @@ def layer_norm(fn):
               selftest="with gamma = 1 and beta = 0, every example's values over `axes` should "
                        "have mean 0 and variance var / (var + eps).")
     return ("matches keras.layers.LayerNormalization in 4 cases: the last axis of a sequence "
-            "batch, (H, W, C), (H, W) and a dense layer's features")
+            "batch, (H, W, C), (H, W) and a dense layer's features, with axes counted from "
+            "either end")
+
+
+def _is_close(got, want) -> bool:
+    try:
+        match(got, want, dtype=np.float32)
+    except ExerciseMistake:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
