@@ -1,0 +1,349 @@
+"""Checkers for chapter 10, BN under distribution shift.
+
+Each checker runs three or four cases that differ in everything a learner could hard-code: the
+batch size, the feature-map shape (dense or convolutional), the number of channels, the prior
+strength, the sizes of a stream's batches and BN's momentum. The stored (source) statistics and
+the batch's differ a lot, channel by channel, so that each known mistake gives a different
+answer. The right answers and the known-wrong ones are computed in float64 here and matched with
+:func:`._core.match`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from ._core import ExerciseMistake, Wrong, call, cases, checker, match
+
+
+def _shifted_batch(shape, seed):
+    """float32 data whose channels (last axis) have means and spreads far from the stored ones,
+    and the stored mean and variance (float32, shape (C,))."""
+    rng = np.random.default_rng(seed)
+    channels = shape[-1]
+    scale = rng.uniform(0.5, 3.0, channels)
+    centre = rng.uniform(-2.0, 2.0, channels)
+    batch = (rng.standard_normal(shape) * scale + centre).astype(np.float32)
+    stored_mean = (centre + rng.uniform(1.0, 3.0, channels) * rng.choice([-1, 1], channels))
+    stored_var = scale ** 2 * rng.uniform(0.2, 0.6, channels)
+    return batch, stored_mean.astype(np.float32), stored_var.astype(np.float32)
+
+
+def _batch_moments(batch, ddof=0):
+    x = np.asarray(batch, np.float64)
+    axes = tuple(range(x.ndim - 1))
+    return x.mean(axes), x.var(axes, ddof=ddof)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 10.1: source and test-batch statistics mixed with a prior strength N
+# ---------------------------------------------------------------------------------------------
+
+MIXED_MESSAGES = {
+    "values_counted": (
+        "You counted the batch's values (N x H x W per channel) as its n, not its examples.",
+        "n is the number of examples in the batch, batch.shape[0]: the prior N is counted in "
+        "examples too."),
+    "weights_swapped": (
+        "Your weights are swapped: the prior strength N weighs the batch, n the stored statistics.",
+        "the stored statistics count as N examples, the batch as its n: weight the source by "
+        "N / (N + n)."),
+    "unbiased": (
+        "You used the unbiased batch variance (divided by m - 1).",
+        "like BN, use the biased variance: divide by the number of values (tf.nn.moments, "
+        "np.var)."),
+    "std_mixed": (
+        "You mixed the standard deviations and squared the result; the mix is of variances.",
+        "mix the variances themselves with the same two weights as the means."),
+    "total_variance": (
+        "You added the spread between the two means (the law of total variance); Schneider et "
+        "al.'s estimate mixes the two variances only.",
+        "the variance is N / (N + n) times the stored variance plus n / (N + n) times the batch's, "
+        "nothing else."),
+    "batch_only": (
+        "You returned the batch's own statistics: the prior strength N is not used.",
+        "with N > 0 the stored statistics get the weight N / (N + n)."),
+    "source_only": (
+        "You returned the stored statistics unchanged: the batch has no weight.",
+        "the batch's statistics get the weight n / (N + n)."),
+    "plain_average": (
+        "You averaged the two with equal weights, whatever N and n are.",
+        "the weights are N / (N + n) for the stored statistics and n / (N + n) for the batch's."),
+    "fixed_prior": (
+        "Your result matches another prior strength than the one you were given: a hard-coded N?",
+        "use the `prior` argument."),
+}
+
+
+def mixed_numpy(source_mean, source_var, batch, prior, how="right"):
+    """(mean, variance) of Schneider et al.'s mix in float64, or a known-wrong form: how =
+    "values_counted", "weights_swapped", "unbiased", "std_mixed", "total_variance",
+    "plain_average"."""
+    mean_b, var_b = _batch_moments(batch, ddof=1 if how == "unbiased" else 0)
+    mean_s, var_s = np.asarray(source_mean, np.float64), np.asarray(source_var, np.float64)
+    n = batch.shape[0]
+    if how == "values_counted":
+        n = int(np.prod(batch.shape[:-1]))
+    w = prior / (prior + n)
+    if how == "weights_swapped":
+        w = n / (prior + n)
+    if how == "plain_average":
+        w = 0.5
+    mean = w * mean_s + (1 - w) * mean_b
+    if how == "std_mixed":
+        return mean, (w * np.sqrt(var_s) + (1 - w) * np.sqrt(var_b)) ** 2
+    var = w * var_s + (1 - w) * var_b
+    if how == "total_variance":
+        var = var + w * (1 - w) * (mean_s - mean_b) ** 2
+    return mean, var
+
+
+def _mixed_dict(source_mean, source_var, batch, prior, how="right"):
+    return dict(zip(("mean", "variance"), mixed_numpy(source_mean, source_var, batch, prior, how)))
+
+
+MIXED_CASES = (
+    dict(batch=(8, 5), prior=16.0),
+    dict(batch=(2, 4, 4, 3), prior=3.0),
+    dict(batch=(5, 3, 2, 6), prior=40.0),
+    dict(batch=(3, 7), prior=0.5),
+)
+
+
+@checker("10.1")
+def mixed_statistics(fn):
+    """Check ``mixed_statistics(source_mean, source_var, batch, prior) -> (mean, variance)``."""
+    __tracebackhide__ = True
+    for case in cases(*MIXED_CASES):
+        batch, mean_s, var_s = _shifted_batch(case.batch, seed=sum(case.batch))
+        got = call(fn, mean_s, var_s, batch, case.prior, what="mixed_statistics", case=case,
+                   hint="take the batch's mean and biased variance over every axis but the last, "
+                        "then weight them against the stored ones.")
+        want = _mixed_dict(mean_s, var_s, batch, case.prior)
+        named = partial(_mixed_dict, mean_s, var_s, batch, case.prior)
+        wrong = [Wrong(partial(named, how), *MIXED_MESSAGES[how])
+                 for how in ("weights_swapped", "unbiased", "std_mixed", "total_variance",
+                             "plain_average")]
+        if len(case.batch) > 2:
+            wrong.insert(0, Wrong(partial(named, "values_counted"),
+                                  *MIXED_MESSAGES["values_counted"]))
+        mean_b, var_b = _batch_moments(batch)
+        wrong += [Wrong({"mean": mean_b, "variance": var_b}, *MIXED_MESSAGES["batch_only"]),
+                  Wrong({"mean": mean_s, "variance": var_s}, *MIXED_MESSAGES["source_only"])]
+        wrong += [Wrong(_mixed_dict(mean_s, var_s, batch, other), *MIXED_MESSAGES["fixed_prior"])
+                  for other in (16.0, 2.0, 1.0, 8.0, 32.0) if other != case.prior]
+        match(got, want, wrong=wrong, case=case, name="mixed_statistics' result",
+              dtype=np.float32,
+              selftest="with prior=0 your function should return the batch's own mean and biased "
+                       "variance; with a huge prior, almost the stored ones.")
+    return ("matches Schneider et al.'s mix in 4 cases: dense and convolutional batches, priors "
+            "from 0.5 to 40")
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 10.2: the shift score of one BN layer
+# ---------------------------------------------------------------------------------------------
+
+SCORE_MESSAGES = {
+    "reversed": (
+        "Your KL divergence is the other way round: KL(stored || batch).",
+        "the stored Gaussian is the model, the batch the data: the variance you divide by "
+        "(and the one in the numerator of the log) is the stored one."),
+    "summed": (
+        "You summed the divergence over the channels instead of averaging it.",
+        "the score is the mean over channels, so that layers of different widths compare."),
+    "std_for_var": (
+        "You used standard deviations where the formula has variances.",
+        "the squared terms are variances: sigma^2, not sigma."),
+    "no_half": (
+        "You left out the constant -1/2: your score is not 0 when the batch matches the stored "
+        "statistics.",
+        "check your function on a batch whose moments equal the stored ones: it must give 0."),
+    "no_mean_term": (
+        "Your score ignores how far the batch's mean is from the stored mean.",
+        "the numerator of the second term is the batch variance plus the squared difference of "
+        "the means."),
+    "no_var_term": (
+        "Your score only sees the difference of the means: the variances' log-ratio and ratio "
+        "are missing.",
+        "KL of two Gaussians has three parts: the log-ratio of the standard deviations, the ratio "
+        "with the squared mean difference, and -1/2."),
+    "log_var": (
+        "Your log term uses the ratio of the variances where the formula has the ratio of the "
+        "standard deviations (a factor of 2).",
+        "log(sigma / sigma_hat) = 0.5 * log(sigma^2 / sigma_hat^2)."),
+    "unbiased": MIXED_MESSAGES["unbiased"],
+    "per_channel": (
+        "You returned one score per channel; the score is one number for the layer.",
+        "average the per-channel divergences."),
+}
+
+
+def score_numpy(batch, mean, var, how="right"):
+    """The mean over channels of KL(N(batch moments) || N(mean, var)) in float64, or a
+    known-wrong form (see SCORE_MESSAGES)."""
+    mean_b, var_b = _batch_moments(batch, ddof=1 if how == "unbiased" else 0)
+    mean, var = np.asarray(mean, np.float64), np.asarray(var, np.float64)
+    if how == "reversed":
+        mean_b, var_b, mean, var = mean, var, mean_b, var_b
+    if how == "std_for_var":
+        var_b, var = np.sqrt(var_b), np.sqrt(var)
+    log_term = 0.5 * np.log(var / var_b)
+    if how == "log_var":
+        log_term = 2 * log_term
+    square = 0.0 if how == "no_mean_term" else (mean_b - mean) ** 2
+    kl = log_term + (var_b + square) / (2 * var) - (0.0 if how == "no_half" else 0.5)
+    if how == "no_var_term":
+        kl = (mean_b - mean) ** 2 / (2 * var)
+    if how == "summed":
+        return float(np.sum(kl))
+    if how == "per_channel":
+        return kl
+    return float(np.mean(kl))
+
+
+SCORE_CASES = (
+    dict(batch=(16, 4)),
+    dict(batch=(4, 3, 3, 6)),
+    dict(batch=(2, 5, 4, 3)),
+    dict(batch=(9, 8)),
+)
+
+
+@checker("10.2")
+def shift_score(fn):
+    """Check ``shift_score(batch, moving_mean, moving_var) -> float``."""
+    __tracebackhide__ = True
+    for case in cases(*SCORE_CASES):
+        batch, mean_s, var_s = _shifted_batch(case.batch, seed=7 * sum(case.batch))
+        got = call(fn, batch, mean_s, var_s, what="shift_score", case=case,
+                   hint="take the batch's mean and biased variance per channel (every axis but "
+                        "the last), compute the divergence per channel, then average.")
+        if np.size(got) > 1:
+            raise ExerciseMistake(f"In {case}: " + SCORE_MESSAGES["per_channel"][0],
+                                  SCORE_MESSAGES["per_channel"][1])
+        wrong = [Wrong(partial(score_numpy, batch, mean_s, var_s, how), *SCORE_MESSAGES[how])
+                 for how in ("reversed", "summed", "std_for_var", "no_half", "no_mean_term",
+                             "no_var_term", "log_var", "unbiased")]
+        want = score_numpy(batch, mean_s, var_s)
+        match(got, want, wrong=wrong, case=case, name="shift_score's result",
+              selftest="on a batch whose per-channel mean and variance equal moving_mean and "
+                       "moving_var your score should be 0, and it should grow as they move apart.")
+    return "matches the mean per-channel KL divergence in 4 cases, dense and convolutional"
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 10.3: AdaBN for one layer, over a stream of batches
+# ---------------------------------------------------------------------------------------------
+
+STREAM_MESSAGES = {
+    "mean_of_variances": (
+        "Your variance is the average of the batches' variances: it misses how far the batches' "
+        "means are from each other.",
+        "pool the values, not the variances: accumulate the count, the sum and the sum of squares "
+        "(or use the parallel update of chapter 9's moment merging)."),
+    "unweighted": (
+        "You averaged the batches' statistics with equal weights, but the batches have different "
+        "sizes.",
+        "every value counts once: a batch of 8 weighs four times a batch of 2."),
+    "unbiased": (
+        "You used the unbiased variance (divided by the count - 1).",
+        "BN's moving variance is the biased one: divide by the number of values."),
+    "last_batch": (
+        "Your moving statistics are those of the last batch only: each batch overwrote the one "
+        "before.",
+        "accumulate over the whole stream, then assign once at the end."),
+    "ema": (
+        "Your moving statistics are the exponential moving averages that "
+        "layer(batch, training=True) leaves: they still remember the stored statistics.",
+        "AdaBN replaces them with the exact statistics of the stream: compute those and assign."),
+    "unchanged": (
+        "The layer's moving statistics did not change.",
+        "assign the new values: layer.moving_mean.assign(...) and layer.moving_variance.assign(...)."),
+    "gamma_changed": (
+        "You changed the layer's gamma or beta; AdaBN changes only the moving statistics.",
+        "leave layer.gamma and layer.beta as they are."),
+}
+
+
+def _stream(sizes, tail, channels, seed):
+    """A stream of batches of different sizes whose means drift from batch to batch, and the
+    stored mean and variance, far from the stream's."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for i, n in enumerate(sizes):
+        drift = 1.5 * i * rng.choice([-1.0, 1.0], channels)
+        batch, _, _ = _shifted_batch((n, *tail, channels), seed + i)
+        batches.append((batch + drift).astype(np.float32))
+    _, stored_mean, stored_var = _shifted_batch((2, channels), seed + 99)
+    return batches, stored_mean, stored_var
+
+
+def stream_numpy(batches, stored_mean, stored_var, momentum, how="right"):
+    """The moving (mean, variance) AdaBN stores, in float64, or a known-wrong form."""
+    flat = [np.asarray(b, np.float64).reshape(-1, b.shape[-1]) for b in batches]
+    if how == "last_batch":
+        flat = flat[-1:]
+    values = np.concatenate(flat)
+    means = np.array([f.mean(0) for f in flat])
+    variances = np.array([f.var(0) for f in flat])
+    counts = np.array([len(f) for f in flat], np.float64)[:, None]
+    if how == "mean_of_variances":
+        return values.mean(0), (counts * variances).sum(0) / counts.sum()
+    if how == "unweighted":
+        return means.mean(0), variances.mean(0)
+    if how == "ema":
+        mean, var = np.asarray(stored_mean, np.float64), np.asarray(stored_var, np.float64)
+        for m, v in zip(means, variances):
+            mean, var = momentum * mean + (1 - momentum) * m, momentum * var + (1 - momentum) * v
+        return mean, var
+    return values.mean(0), values.var(0, ddof=1 if how == "unbiased" else 0)
+
+
+def _stream_dict(batches, stored_mean, stored_var, momentum, how="right"):
+    return dict(zip(("moving mean", "moving variance"),
+                    stream_numpy(batches, stored_mean, stored_var, momentum, how)))
+
+
+STREAM_CASES = (
+    dict(sizes=(4, 2, 6), tail=(), channels=3, momentum=0.9),
+    dict(sizes=(3, 1, 5, 2), tail=(4, 4), channels=5, momentum=0.5),
+    dict(sizes=(8, 3), tail=(3, 2), channels=4, momentum=0.99),
+)
+
+
+@checker("10.3")
+def adapt_bn_layer(fn):
+    """Check ``adapt_bn_layer(layer, batches)``: the layer's moving statistics become the exact
+    mean and biased variance of every value of the stream; nothing else changes."""
+    __tracebackhide__ = True
+    import keras
+
+    for case in cases(*STREAM_CASES):
+        batches, stored_mean, stored_var = _stream(case.sizes, case.tail, case.channels,
+                                                   seed=11 * sum(case.sizes))
+        layer = keras.layers.BatchNormalization(momentum=case.momentum)
+        layer.build((None, *case.tail, case.channels))
+        layer.moving_mean.assign(stored_mean)
+        layer.moving_variance.assign(stored_var)
+        gamma, beta = layer.gamma.numpy().copy(), layer.beta.numpy().copy()
+        call(fn, layer, [b.copy() for b in batches], what="adapt_bn_layer", case=case,
+             hint="loop over the batches, accumulating per channel, then assign to "
+                  "layer.moving_mean and layer.moving_variance.")
+        if not (np.array_equal(layer.gamma.numpy(), gamma)
+                and np.array_equal(layer.beta.numpy(), beta)):
+            raise ExerciseMistake(f"In {case}: " + STREAM_MESSAGES["gamma_changed"][0],
+                                  STREAM_MESSAGES["gamma_changed"][1])
+        got = {"moving mean": layer.moving_mean.numpy(),
+               "moving variance": layer.moving_variance.numpy()}
+        named = partial(_stream_dict, batches, stored_mean, stored_var, case.momentum)
+        wrong = [Wrong({"moving mean": stored_mean, "moving variance": stored_var},
+                       *STREAM_MESSAGES["unchanged"])]
+        wrong += [Wrong(partial(named, how), *STREAM_MESSAGES[how])
+                  for how in ("mean_of_variances", "unweighted", "unbiased", "last_batch", "ema")]
+        match(got, named("right"), wrong=wrong, case=case, name="the layer's moving statistics",
+              selftest="with a stream of one batch, the moving statistics should equal that "
+                       "batch's mean and biased variance over every axis but the last.")
+    return ("sets the exact statistics of the stream in 3 cases: dense and convolutional inputs, "
+            "batches of 1 to 8 examples, momentum 0.5 to 0.99 ignored as it should be")
