@@ -11,10 +11,10 @@ weights, training runs of about a hundred steps. The public API:
 * :func:`train` -- the one training loop of the chapter (plain SGD or any Keras optimizer, all
   steps inside one ``tf.function``), returning the loss of every step;
 * :func:`predict_classes`, :func:`accuracy` -- inference-mode (or training-mode) predictions and
-  accuracy, batch by batch;
+  accuracy, batch by batch (a float16 model through XLA, like its training);
 * :func:`recalibrate_bn` -- replace every BN layer's moving statistics, nested models included,
-  by the exact statistics of its inputs over a data set (inference mode upstream);
-  :func:`bn_input_statistics` computes the same without changing the model.
+  by the exact statistics of its inputs over a data set, the whole model in inference mode
+  (Dropout off); :func:`bn_input_statistics` computes the same without changing the model.
 
 ``bn_layers``, ``moving_stats`` and ``same_arrays`` come from :mod:`bnbook.keras_demos` and are
 re-exported here.
@@ -171,19 +171,48 @@ def _uses_float16(model) -> bool:
 
 
 def _architecture(model) -> str:
-    """The model's layer classes and settings, without names and initialisers: two models with
-    the same architecture (whatever their initial weights) give the same string."""
+    """The model's layer classes, settings and connections, without names and initialisers: two
+    models with the same architecture (whatever their initial weights) give the same string.
+
+    A functional model's config names its layers where it connects them (``inbound_nodes``,
+    ``input_layers``, ...), and Keras numbers those names afresh for every model it builds
+    (``conv2d_7``): every layer name is replaced by the layer's position in the config."""
     import json
+
+    config = model.get_config()
+    positions: dict = {}
+
+    def collect(value):
+        if isinstance(value, dict):
+            for layer in value.get("layers", []) if isinstance(value.get("layers"), list) else []:
+                name = layer.get("name", layer.get("config", {}).get("name")) \
+                    if isinstance(layer, dict) else None
+                if isinstance(name, str):
+                    positions.setdefault(name, f"layer {len(positions)}")
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item)
 
     def strip(value):
         if isinstance(value, dict):
             return {k: strip(v) for k, v in sorted(value.items())
                     if k != "name" and not k.endswith("_initializer")}
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):            # keras_history is a tuple
             return [strip(v) for v in value]
+        if isinstance(value, str):
+            return positions.get(value, value)
         return value
 
-    return json.dumps(strip(model.get_config()), default=str)
+    collect(config)
+    return json.dumps(strip(config), default=str)
+
+
+def _dtype_policies(model) -> tuple:
+    """The dtype policy of every layer, in order (``_architecture`` drops every ``name`` key,
+    the policies' names included, so they are listed here)."""
+    return tuple(layer.dtype_policy.name for layer in model._flatten_layers())
 
 
 _SGD_RUNNERS: dict = {}   # (architecture, batch size, dtypes) -> (worker model, optimizer, step fn)
@@ -193,8 +222,11 @@ def _sgd_runner(model, batch_size):
     """A traced SGD loop for models of this architecture, traced once and reused: the weights
     are copied into a private twin of ``model``, trained there and copied back. Tracing costs
     more than 100 steps of these small networks, and a sweep trains the same architecture often.
+    Models that differ only in a layer's dtype policy (``"float32"`` or ``"mixed_float16"``) get
+    runners of their own: the policy decides the compute dtype and the loss scaling, and a float16
+    runner is compiled with XLA (see :func:`_make_loop`).
     """
-    key = (_architecture(model), batch_size)
+    key = (_architecture(model), batch_size, _dtype_policies(model))
     if key not in _SGD_RUNNERS:
         worker = keras.models.clone_model(model)
         optimizer = keras.optimizers.SGD(0.01)
@@ -205,10 +237,14 @@ def _sgd_runner(model, batch_size):
 
 
 def _make_loop(model, optimizer):
+    """All the SGD steps in one ``tf.function``. A model that computes in float16 gets an
+    XLA-compiled one (``jit_compile=True``): on a CPU, TensorFlow's own float16 kernels are
+    several times slower than XLA's, and its oneDNN ones fail outright when oneDNN is capped
+    below the CPU's instruction set (``ONEDNN_MAX_CPU_ISA``), as a stability check does."""
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, jit_compile=_uses_float16(model))
     def run(x_all, y_all, step_indices):
         variables = model.trainable_variables
         losses = tf.TensorArray(tf.float32, size=tf.shape(step_indices)[0])
@@ -235,9 +271,10 @@ def train(model, x, y, *, steps: int, batch_size: int = 64, learning_rate: float
     permutation (seeded by ``seed``); with ``shuffle=False`` the examples are taken in the order
     given, cycling. The model is called with ``training=True`` (BN uses batch statistics and
     updates its moving ones). Under a float16 dtype policy the loss is scaled
-    (``LossScaleOptimizer``). All steps run inside one ``tf.function``; with the default SGD
-    it is traced once per architecture and batch size and reused (on a private twin of the
-    model, whose weights are copied in and out), which makes sweeps cheap.
+    (``LossScaleOptimizer``) and the steps are compiled with XLA. All steps run inside one
+    ``tf.function``; with the default SGD it is traced once per architecture and batch size and
+    reused (on a private twin of the model, whose weights are copied in and out), which makes
+    sweeps cheap.
     Returns float32 losses of shape ``(steps,)``; a diverged run has inf or NaN entries.
     """
     if shuffle:
@@ -259,13 +296,35 @@ def train(model, x, y, *, steps: int, batch_size: int = 64, learning_rate: float
     return losses
 
 
+_PREDICTORS: dict = {}    # (architecture, dtypes, training) -> (worker model, XLA-compiled call)
+
+
+def _logits(model, x, training: bool):
+    """``model(x, training=training)``; for a model that computes in float16, through an
+    XLA-compiled twin (for the reasons given in :func:`_make_loop`), whose weights are copied in
+    (and, in training mode, where BN moves its moving statistics, copied back)."""
+    if not _uses_float16(model):
+        return model(x, training=training)
+    key = (_architecture(model), _dtype_policies(model), training)
+    if key not in _PREDICTORS:
+        worker = keras.models.clone_model(model)
+        _PREDICTORS[key] = (worker, tf.function(lambda images: worker(images, training=training),
+                                                jit_compile=True, reduce_retracing=True))
+    worker, call = _PREDICTORS[key]
+    worker.set_weights(model.get_weights())
+    logits = call(tf.constant(x))
+    if training:
+        model.set_weights(worker.get_weights())
+    return logits
+
+
 def predict_classes(model, x, batch_size: int = 500, training: bool = False) -> np.ndarray:
     """The predicted class of every image, ``batch_size`` images at a time.
 
     ``training=True`` runs BN on each batch's own statistics (and moves the moving statistics):
     only for demonstrations of that mistake.
     """
-    parts = [np.argmax(model(x[i:i + batch_size], training=training), axis=1)
+    parts = [np.argmax(_logits(model, x[i:i + batch_size], training), axis=1)
              for i in range(0, len(x), batch_size)]
     return np.concatenate(parts)
 
@@ -276,59 +335,122 @@ def accuracy(model, x, y, batch_size: int = 500, training: bool = False) -> floa
     return float(np.mean(predict_classes(model, x, batch_size, training) == y))
 
 
-# --- recalibration ------------------------------------------------------------------------------
+# --- recalibration ---------------------------------------------------------------------------
+
+def _reduction_axes(layer, ndim: int) -> list[int]:
+    """The axes a BN layer takes its statistics over: every axis but its feature axis."""
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    keep = {axis % ndim for axis in axes}
+    return [axis for axis in range(ndim) if axis not in keep]
+
+
+class _InputMoments:
+    """Exact float64 mean and biased variance of everything a BN layer receives, per feature,
+    pooled over calls: each call's count, mean and sum of squared deviations, combined exactly
+    (Chan, Golub & LeVeque's pairwise update), so that no E[x^2] - E[x]^2 cancellation occurs.
+    A mask (one dimension less than the inputs, as Keras' BN takes it) weights the values."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0.0, 0.0, 0.0
+
+    def add(self, layer, inputs, mask=None):
+        x = tf.cast(inputs, tf.float64)
+        axes = _reduction_axes(layer, len(x.shape))
+        if mask is None:
+            weights = tf.ones_like(x)
+        else:
+            weights = tf.broadcast_to(tf.cast(tf.expand_dims(mask, -1), tf.float64), tf.shape(x))
+        count = tf.reduce_sum(weights, axes)
+        mean = tf.math.divide_no_nan(tf.reduce_sum(weights * x, axes), count)
+        centred = x - tf.reshape(mean, [1 if a in axes else -1 for a in range(len(x.shape))])
+        m2 = tf.reduce_sum(weights * centred ** 2, axes)
+        count, mean, m2 = count.numpy(), mean.numpy(), m2.numpy()
+        total = self.count + count
+        share = np.divide(count, total, out=np.zeros_like(total), where=total > 0)
+        delta = mean - self.mean
+        self.m2 = self.m2 + m2 + delta ** 2 * self.count * share
+        self.mean = self.mean + delta * share
+        self.count = total
+
+    def statistics(self, old_mean, old_variance):
+        """(mean, variance) as float32; features that received no value keep the old ones."""
+        seen = np.asarray(self.count) > 0
+        variance = np.divide(self.m2, self.count, out=np.zeros_like(np.asarray(self.count)),
+                             where=seen)
+        return (np.where(seen, self.mean, old_mean).astype(np.float32),
+                np.where(seen, variance, old_variance).astype(np.float32))
+
+
+def _recording(layer, moments, original):
+    """A replacement for ``layer.call`` that records its inputs, then runs the layer's own call
+    in inference mode (its moving statistics, which stay as they are during the pass)."""
+    def call(inputs, *args, training=None, mask=None, **kwargs):
+        moments.add(layer, inputs, mask)
+        if mask is not None:
+            kwargs["mask"] = mask
+        return original(inputs, *args, training=False, **kwargs)
+    return call
+
+
+def _exact_bn_statistics(model, x, batch_size: int, assign: bool) -> list[np.ndarray]:
+    """The exact mean and variance of each BN layer's inputs over ``x``, layer after layer, the
+    whole model in inference mode, each layer's moving statistics set to them before the next
+    layer's pass. With ``assign=False``, or if a pass fails, every layer's moving statistics are
+    put back as they were at the end."""
+    layers = bn_layers(model)
+    saved = moving_stats(model)
+    found, done = [], False
+    try:
+        for layer in layers:
+            moments = _InputMoments()
+            own_call = layer.__dict__.get("call")      # an instance attribute, if there is one
+            layer.call = _recording(layer, moments, layer.call)
+            try:
+                for start in range(0, len(x), batch_size):
+                    model(x[start:start + batch_size], training=False)
+            finally:
+                if own_call is None:
+                    del layer.call                      # back to the class's own call
+                else:
+                    layer.call = own_call
+            found += moments.statistics(layer.moving_mean.numpy(), layer.moving_variance.numpy())
+            _set_moving_stats(layer, *found[-2:])
+        done = True
+    finally:
+        if not (assign and done):
+            for layer, mean, variance in zip(layers, saved[::2], saved[1::2]):
+                _set_moving_stats(layer, mean, variance)
+    return found
+
+
+def _set_moving_stats(layer, mean, variance):
+    layer.moving_mean.assign(mean)
+    layer.moving_variance.assign(variance)
+    if getattr(layer, "renorm", False):        # batch renorm keeps a moving stddev as well
+        layer.moving_stddev.assign(np.sqrt(variance + np.float32(layer.epsilon)))
+
 
 def recalibrate_bn(model, x, batch_size: int = 500) -> int:
     """Set every BN layer's moving statistics to the exact mean and (biased) variance of its
-    inputs over ``x``, with every earlier layer in inference mode. Returns the number of BN layers.
+    inputs over ``x``, computed with the whole model in inference mode. Returns the number of
+    BN layers.
 
-    Works for any Keras model, nested models included, and leaves every flag as it was. The BN
-    layers are done one at a time, in order, so that each one sees its inputs as they will be at
-    inference (the layers before it already recalibrated). For BN layer k, one pass over ``x``:
-    every other BN layer is frozen (``trainable=False``: inference mode even when called with
-    ``training=True``), layer k gets ``momentum=0`` so that a training-mode call stores exactly
-    the batch's mean and variance, and these are combined over the batches weighted by their
-    sizes: mean = E[x], variance = E[x^2] - E[x]^2, accumulated in float64.
-
-    The model is called with ``training=True``: layers other than BN that behave differently in
-    training (Dropout) would be active during the pass; the book's models have none.
+    Works for functional and ``Sequential`` models, nested models included, and changes nothing
+    but the moving statistics (no flag is touched). The BN layers are done one at a time, in
+    order, one pass over ``x`` each, so that each one sees its inputs as they will be at
+    inference, with the layers before it already recalibrated. During layer k's pass
+    the model is called with ``training=False`` (Dropout and every other layer in inference
+    mode), and layer k's ``call`` is replaced, for that pass only, by one that accumulates the
+    count, mean and sum of squared deviations of its inputs over every axis but its feature
+    axis (in float64, weighted by the mask if the layer gets one) and then runs the layer's own
+    call in inference mode. The original ``call`` is restored even if a pass fails.
     """
-    layers = bn_layers(model)
-    flags = [(layer.trainable, layer.momentum) for layer in layers]
-    try:
-        for layer in layers:
-            layer.trainable = False
-        for target in layers:
-            target.trainable, target.momentum = True, 0.0
-            count, total, total_sq = 0, 0.0, 0.0
-            for start in range(0, len(x), batch_size):
-                batch = x[start:start + batch_size]
-                model(batch, training=True)
-                n = len(batch)
-                mean = target.moving_mean.numpy().astype(np.float64)
-                var = target.moving_variance.numpy().astype(np.float64)
-                count, total, total_sq = count + n, total + n * mean, total_sq + n * (var + mean ** 2)
-            mean = total / count
-            target.moving_mean.assign((mean).astype(np.float32))
-            target.moving_variance.assign(np.maximum(total_sq / count - mean ** 2, 0.0)
-                                          .astype(np.float32))
-            target.trainable = False
-    finally:
-        for layer, (trainable, momentum) in zip(layers, flags):
-            layer.trainable, layer.momentum = trainable, momentum
-    return len(layers)
+    _exact_bn_statistics(model, x, batch_size, assign=True)
+    return len(bn_layers(model))
 
 
 def bn_input_statistics(model, x, batch_size: int = 500) -> list[np.ndarray]:
     """What :func:`recalibrate_bn` would store, without changing ``model``: for every BN layer,
     in order, the exact mean and variance of its inputs over ``x`` (a flat list, like
-    :func:`moving_stats`)."""
-    saved = moving_stats(model)
-    recalibrate_bn(model, x, batch_size)
-    exact = moving_stats(model)
-    for layer, mean, var in zip(bn_layers(model), saved[::2], saved[1::2]):
-        layer.moving_mean.assign(mean)
-        layer.moving_variance.assign(var)
-    return exact
-
-
+    :func:`moving_stats`), the earlier BN layers recalibrated, everything in inference mode."""
+    return _exact_bn_statistics(model, x, batch_size, assign=False)

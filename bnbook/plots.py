@@ -70,16 +70,22 @@ def plot_unit_means(steps, panels: dict, title: str = "Mean sigmoid input of fiv
 
 
 def plot_curves_log_x(x, curves: dict, *, title: str, xlabel: str, ylabel: str,
-                      ylim: tuple | None = None, styles: dict | None = None) -> None:
+                      ylim: tuple | None = None, styles: dict | None = None,
+                      bands: dict | None = None) -> None:
     """One line per entry of ``curves={"label": y_values}`` against ``x`` on a logarithmic x axis.
 
     For quantities that change fastest early (training steps) or span decades (batch sizes).
     ``styles={"label": {matplotlib line keywords}}`` overrides the look of chosen lines.
+    ``bands={"label": (low, high)}`` shades the range from ``low`` to ``high`` around a line in
+    its colour (e.g. the worst and the best seed around the mean over seeds).
     """
     fig, ax = plt.subplots()
     for label, values in curves.items():
-        ax.plot(x, values, label=label, linewidth=1.2, marker="o", markersize=3,
-                **(styles or {}).get(label, {}))
+        (line,) = ax.plot(x, values, label=label, linewidth=1.2, marker="o", markersize=3,
+                          **(styles or {}).get(label, {}))
+        if bands and label in bands:
+            low, high = bands[label]
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xscale("log")
     if ylim is not None:
         ax.set_ylim(*ylim)

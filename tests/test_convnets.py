@@ -144,6 +144,107 @@ def test_recalibrate_gives_exact_statistics_and_restores_flags():
         [(True, 0.99), (False, 0.5)]
 
 
+def test_each_dtype_policy_gets_its_own_sgd_runner():
+    plain, mixed = cn.make_cnn(filters=(4,), dense_units=8), \
+        cn.make_cnn(filters=(4,), dense_units=8, dtype="mixed_float16")
+    plain_worker, plain_sgd, _ = cn._sgd_runner(plain, 16)
+    mixed_worker, mixed_sgd, _ = cn._sgd_runner(mixed, 16)
+    assert mixed_worker is not plain_worker
+    assert isinstance(mixed_sgd, keras.optimizers.LossScaleOptimizer)
+    assert not isinstance(plain_sgd, keras.optimizers.LossScaleOptimizer)
+    assert cn._uses_float16(mixed_worker) and not cn._uses_float16(plain_worker)
+    assert cn._sgd_runner(cn.make_cnn(filters=(4,), dense_units=8, dtype="mixed_float16",
+                                      seed=2), 16)[0] is mixed_worker       # and it is reused
+
+
+def test_models_of_one_architecture_share_one_runner():
+    # Keras names the layers of every new model afresh (conv2d_7, ...): the key must not see it
+    resnets = [cn.make_resnet(blocks=1, filters=4, gamma_zero=g, seed=s)
+               for g, s in ((True, 0), (False, 1))]
+    assert cn._sgd_runner(resnets[0], 16)[0] is cn._sgd_runner(resnets[1], 16)[0]
+    nested = [keras.Sequential([keras.Input((28, 28, 1)), cn.make_cnn(filters=(4,), dense_units=0)])
+              for _ in range(2)]
+    assert cn._sgd_runner(nested[0], 16)[0] is cn._sgd_runner(nested[1], 16)[0]
+    assert cn._sgd_runner(cn.make_resnet(blocks=2, filters=4), 16)[0] is not \
+        cn._sgd_runner(resnets[0], 16)[0]                                    # another architecture
+    assert cn._sgd_runner(cn.make_resnet(blocks=1, filters=4, momentum=0.9), 16)[0] is not \
+        cn._sgd_runner(resnets[0], 16)[0]                                    # another momentum
+
+
+def test_float16_models_train_and_predict_through_xla():
+    x, y = small_problem(32)
+    net = cn.make_cnn(filters=(4,), dense_units=8, dtype="mixed_float16")
+    start = [w.numpy() for w in net.trainable_weights]
+    losses = cn.train(net, x, y, steps=3, batch_size=16, learning_rate=0.1)
+    assert np.all(np.isfinite(losses))
+    assert not cn.same_arrays(start, [w.numpy() for w in net.trainable_weights])
+    _, _, run = cn._sgd_runner(net, 16)
+    assert run._jit_compile                                        # an XLA-compiled loop
+    stats = cn.moving_stats(net)
+    assert cn.predict_classes(net, x, batch_size=16).shape == (32,)
+    assert cn.same_arrays(stats, cn.moving_stats(net))            # inference mode moves nothing
+    cn.predict_classes(net, x, batch_size=16, training=True)
+    assert not cn.same_arrays(stats, cn.moving_stats(net))        # training mode moves them back
+
+
+def dropout_models():
+    """The same layers, Dense -> Dropout(0.5) -> BN -> Dense, as a functional model, a
+    Sequential and a Sequential nested in a functional model."""
+    def layers():
+        keras.utils.set_random_seed(7)
+        return [keras.layers.Dense(6, use_bias=False), keras.layers.Dropout(0.5, seed=1),
+                keras.layers.BatchNormalization(momentum=0.9), keras.layers.Dense(2)]
+
+    inputs = keras.Input((4,))
+    x = inputs
+    for layer in layers():
+        x = layer(x)
+    functional = keras.Model(inputs, x)
+    sequential = keras.Sequential([keras.Input((4,)), *layers()])
+    inputs = keras.Input((4,))
+    inner = keras.Sequential([keras.Input((4,)), *layers()[:3]], name="inner")
+    nested = keras.Model(inputs, keras.layers.Dense(2)(inner(inputs)))
+    return {"functional": functional, "sequential": sequential, "nested": nested}
+
+
+@pytest.mark.parametrize("kind", ["functional", "sequential", "nested"])
+def test_recalibrate_runs_dropout_in_inference_mode(kind):
+    model = dropout_models()[kind]
+    x = np.random.default_rng(2).normal(1.0, 2.0, size=(40, 4)).astype(np.float32)
+    bn = cn.bn_layers(model)[0]
+    kernel = next(layer for layer in model._flatten_layers()
+                  if isinstance(layer, keras.layers.Dense)).kernel.numpy().astype(np.float64)
+    inputs = x.astype(np.float64) @ kernel         # what BN receives with Dropout off
+    preview = cn.bn_input_statistics(model, x, batch_size=16)
+    assert cn.same_arrays(cn.moving_stats(model), [np.zeros(6, np.float32),
+                                                   np.ones(6, np.float32)])
+    assert cn.recalibrate_bn(model, x, batch_size=16) == 1
+    mean, variance = cn.moving_stats(model)
+    assert np.allclose(mean, inputs.mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert np.allclose(variance, inputs.var(axis=0), rtol=1e-5)
+    assert cn.same_arrays(preview, [mean, variance])
+    assert "call" not in bn.__dict__ and bn.momentum == 0.9 and bn.trainable
+
+
+def test_recalibrate_honours_a_mask_and_restores_after_an_error():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.Masking(0.0),
+                              keras.layers.BatchNormalization()])
+    x = np.random.default_rng(4).normal(2.0, 1.5, size=(8, 5, 3)).astype(np.float32)
+    x[:, 3:] = 0.0                                  # the last two steps are masked out
+    x[0, 1:] = 0.0
+    cn.recalibrate_bn(model, x, batch_size=3)
+    kept = np.concatenate([x[0, :1], x[1:, :3].reshape(-1, 3)]).astype(np.float64)
+    mean, variance = cn.moving_stats(model)
+    assert np.allclose(mean, kept.mean(axis=0), rtol=1e-5)
+    assert np.allclose(variance, kept.var(axis=0), rtol=1e-5)
+    bn = cn.bn_layers(model)[0]
+    with pytest.raises(Exception):                  # noqa: B017 - whatever Keras raises
+        cn.recalibrate_bn(model, np.ones((2, 5, 4), np.float32))      # 4 features, not 3
+    assert "call" not in bn.__dict__
+    assert cn.same_arrays(cn.moving_stats(model), [mean, variance])
+
+
 def test_accuracy_modes():
     x, y = small_problem(40)
     net = cn.make_cnn(filters=(4,), dense_units=8)
