@@ -34,25 +34,40 @@ def far_clusters(n: int = 512, n_features: int = 4, n_classes: int = 3, seed: in
 def mnist_digits(digits, n_train: int, n_test: int, path=None):
     """Flat MNIST images of the given digits, labels renumbered 0..len(digits)-1.
 
-    Returns (x_train, y_train), (x_test, y_test): the first n_train / n_test such images.
+    Returns (x_train, y_train), (x_test, y_test): the first n_train / n_test such images, as
+    float32 vectors in [0, 1] (the same numbers as ``bnbook.data.mnist_flat``).
     """
-    (x_train, y_train), (x_test, y_test) = _mnist_flat_once(path)
+    (x_train, y_train), (x_test, y_test) = _mnist_once(path)
     lookup = np.full(10, -1, dtype=np.int64)
     lookup[list(digits)] = np.arange(len(digits))
 
     def pick(x, y, n):
-        keep = np.isin(y, digits)
-        return x[keep][:n], lookup[y[keep][:n]]
+        keep = np.flatnonzero(np.isin(y, digits))[:n]
+        # Only the picked images are converted: converting all 70,000 takes a second or two.
+        return (x[keep].reshape(len(keep), -1) / 255.0).astype(np.float32), lookup[y[keep]]
 
     return pick(x_train, y_train, n_train), pick(x_test, y_test, n_test)
 
 
 @functools.lru_cache(maxsize=1)
-def _mnist_flat_once(path):
-    """MNIST as flat float32, converted once per process (it takes a few seconds)."""
-    from .data import mnist_flat
+def _mnist_once(path):
+    """MNIST as Keras returns it (uint8 images), read once per process."""
+    from .data import load_mnist
 
-    return mnist_flat(path)
+    return load_mnist(path)
+
+
+def shuffled_batches(x, y, batch_size: int, seed: int):
+    """A tf.data pipeline of mini-batches, reshuffled every epoch in an order fixed by ``seed``.
+
+    ``fit`` on NumPy arrays prepares the data anew every epoch, which for the small models here
+    can take longer than the epoch's training steps; ``fit`` on this pipeline does not. Pass
+    ``shuffle=False`` to ``fit`` with it (the pipeline shuffles).
+    """
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y))
+    return data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
 
 
 def batches(x, y, batch_size: int):
@@ -87,14 +102,18 @@ def mnist_base(units: int = 64, seed: int = 1):
     ], name="base")
 
 
-def compile_classifier(model, optimizer, run_eagerly: bool = False):
+def compile_classifier(model, optimizer, run_eagerly: bool = False, metrics=("accuracy",),
+                       steps_per_execution: int = 1):
     """Compile for integer labels and logits, with accuracy as the metric.
 
     run_eagerly=True skips building a graph: faster for the few-step fits of the small demos.
+    metrics=() and steps_per_execution > 1 (several steps per graph call) make fits of a few
+    hundred steps faster when nothing reads fit's own accuracy.
     """
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], run_eagerly=run_eagerly, jit_compile=False)
+                  metrics=list(metrics), run_eagerly=run_eagerly, jit_compile=False,
+                  steps_per_execution=steps_per_execution)
     return model
 
 
@@ -147,6 +166,52 @@ def inference_accuracy(model, x, y, batch_size: int = 1000) -> float:
     for xb, yb in batches(x, y, batch_size):
         correct += int(np.sum(np.argmax(model(xb, training=False), axis=1) == yb))
     return correct / len(x)
+
+
+def initial_weights(model, seed: int):
+    """New starting values for every weight of ``model``, in ``model.get_weights()`` order: each
+    drawn by its layer's own initializer (``kernel_initializer``, ``gamma_initializer``, ...), the
+    random ones seeded from ``seed``; so moving statistics start at 0 and 1 again. The start of a
+    new run, for :func:`restart`. (Faster than building a fresh copy of the model.)"""
+    initializer = {}
+    for index, layer in enumerate(_leaf_layers(model)):
+        for variable in layer.weights:
+            chosen = getattr(layer, f"{variable.name}_initializer")
+            config = chosen.get_config()
+            if "seed" in config:   # a random initializer: give each weight its own seed
+                chosen = type(chosen).from_config({**config, "seed": 1000 * seed + index})
+            initializer[id(variable)] = chosen
+    return [np.asarray(initializer[id(v)](v.shape, dtype=v.dtype)) for v in model.weights]
+
+
+def _leaf_layers(model):
+    """The layers that own weights themselves, nested models opened, in order."""
+    found = []
+    for layer in model.layers:
+        found.extend(_leaf_layers(layer) if hasattr(layer, "layers") else [layer])
+    return found
+
+
+def restart(model, weights):
+    """Begin a new run on an already compiled model: load ``weights`` and zero the optimizer's
+    state (its step count and, for Adam, its moments).
+
+    ``compile`` would do the same for the optimizer but throws away the traced train step, and for
+    these small models tracing it again takes longer than the training itself. For optimizers
+    whose state starts at zero (SGD, SGD with momentum, Adam); the learning rate is kept.
+    """
+    model.set_weights(weights)
+    for variable in model.optimizer.variables:
+        if variable.name != "learning_rate":
+            variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+
+
+def spread(values, digits: int = 2) -> str:
+    """Mean and range of a quantity measured once per seed, e.g. "0.73 (0.72 to 0.75)"."""
+    values = np.asarray(values, dtype=float)
+    mean, low, high = (round(float(v), digits) + 0.0 for v in (values.mean(), values.min(),
+                                                             values.max()))  # + 0.0: no "-0.00"
+    return f"{mean:.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"
 
 
 def run_epochs(train_step, model, optimizer, loss_fn, x, y, batch_size: int = 32,
