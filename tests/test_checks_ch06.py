@@ -327,21 +327,24 @@ def test_6_1_more_mistakes(options, message):
         check.residual_block(lambda x, f, s=1: variant_block(x, f, s, **options))
 
 
+def nested_block(x, filters, strides=1, *, gamma_zero=True):
+    """A residual block whose branch and projection are nested Sequential models."""
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = keras.Sequential([L.Conv2D(filters, 1, strides=strides, use_bias=False),
+                                     L.BatchNormalization()])(x)
+    branch = keras.Sequential([
+        L.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False),
+        L.BatchNormalization(), L.ReLU(),
+        L.Conv2D(filters, 3, padding="same", use_bias=False),
+        L.BatchNormalization(gamma_initializer="zeros" if gamma_zero else "ones")])(x)
+    return L.ReLU()(L.Add()([shortcut, branch]))
+
+
 def test_6_1_nested_sequential_branch_passes(capsys):
     """What the block computes counts, not how it is packaged: a branch (and a projection) built
     as nested Sequential models is a right answer."""
-    def answer(x, filters, strides=1):
-        shortcut = x
-        if strides != 1 or x.shape[-1] != filters:
-            shortcut = keras.Sequential([L.Conv2D(filters, 1, strides=strides, use_bias=False),
-                                         L.BatchNormalization()])(x)
-        branch = keras.Sequential([
-            L.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False),
-            L.BatchNormalization(), L.ReLU(),
-            L.Conv2D(filters, 3, padding="same", use_bias=False),
-            L.BatchNormalization(gamma_initializer="zeros")])(x)
-        return L.ReLU()(L.Add()([shortcut, branch]))
-    check.residual_block(answer)
+    check.residual_block(nested_block)
     assert capsys.readouterr().out.startswith("✓ Exercise 6.1 passed")
 
 
@@ -355,19 +358,8 @@ def test_6_1_nested_functional_block_passes(capsys):
 
 
 def test_6_1_mistakes_inside_a_nested_branch_are_still_named():
-    def answer(x, filters, strides=1):
-        shortcut = x
-        if strides != 1 or x.shape[-1] != filters:
-            shortcut = keras.Sequential([L.Conv2D(filters, 1, strides=strides, use_bias=False),
-                                         L.BatchNormalization()])(x)
-        branch = keras.Sequential([
-            L.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False),
-            L.BatchNormalization(), L.ReLU(),
-            L.Conv2D(filters, 3, padding="same", use_bias=False),
-            L.BatchNormalization()])(x)                          # gamma starts at 1
-        return L.ReLU()(L.Add()([shortcut, branch]))
     with pytest.raises(ExerciseMistake, match="starts with gamma = 1"):
-        check.residual_block(answer)
+        check.residual_block(lambda x, f, s=1: nested_block(x, f, s, gamma_zero=False))
 
 
 def recalibrate_variant(model, batches, *, read_once=False, momentum_zero=True, freeze=True):
