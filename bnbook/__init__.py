@@ -3,18 +3,18 @@
 Import it before TensorFlow: importing it sets ``TF_CPP_MIN_LOG_LEVEL`` so that TensorFlow's C++
 start-up lines never reach a notebook's output. Then call :func:`setup` once per notebook.
 
-Modules:
-    bnbook.data        -- ``load_mnist()`` (explicit path, ``MNIST_NPZ`` or Keras' download)
-    bnbook.mnist_mlp   -- the classic MNIST experiment's data, weights and training loop (ch. 2-3)
-    bnbook.keras_demos -- small data sets and models for the Keras layer chapter (ch. 4)
-    bnbook.tf1_demos   -- TF1-style graph building blocks (ch. 5)
-    bnbook.convnets    -- subsampled NHWC MNIST, small CNNs and ResNets, training, recalibration (ch. 6)
-    bnbook.backward    -- BN's backward pass, a custom-gradient op, gradient checks, timing (ch. 7)
-    bnbook.small_batch -- the batch-size sweep, batch renorm, ghost batches, sequences (ch. 8)
-    bnbook.deploy      -- logical devices, moment merging, BN folding, TFLite, timing (ch. 9)
-    bnbook.doctor      -- a BN check-up of any Keras model: examine(model, x) and its command line
-    bnbook.plots       -- the book's figures
-    bnbook.checks      -- the checkers that exercise notebooks call after each exercise
+Three parts:
+
+* the practitioner API, for your own Keras models; every name is also on ``bnbook`` itself
+  (``bnbook.recalibrate_bn(model, x)``), and importing it loads no lesson helper:
+    bnbook.statistics -- bn_layers, moving_stats, recalibrate_bn, bn_input_statistics,
+                         merge_moments, merge_replica_moments, moments_from_sums
+    bnbook.folding    -- fold_bn, fold_model, bn_arrays, has_bn
+    bnbook.doctor     -- examine(model, x): a BN check-up, and ``python -m bnbook.doctor``
+* the lesson helpers, one module per chapter, named after the notebook it serves
+  (``notebooks/NN_<name>.ipynb`` uses ``bnbook.lessons.<name>``), plus the shared
+  ``bnbook.lessons.data`` (MNIST) and ``bnbook.lessons.plots`` (figures);
+* the checks, ``bnbook.checks.chNN``, which exercise notebooks call after each exercise.
 """
 
 import os
@@ -48,7 +48,27 @@ def _import_tensorflow_quietly() -> None:
 
 _import_tensorflow_quietly()
 
-__all__ = ["setup"]
+# The practitioner API, loaded on first use (PEP 562): `python -m bnbook.doctor` must find
+# bnbook.doctor not yet imported, and `import bnbook` stays as light as it was.
+_API = {"examine": "doctor", "Finding": "doctor", "Report": "doctor",
+        "bn_layers": "statistics", "moving_stats": "statistics", "recalibrate_bn": "statistics",
+        "bn_input_statistics": "statistics", "merge_moments": "statistics",
+        "merge_replica_moments": "statistics", "moments_from_sums": "statistics",
+        "fold_bn": "folding", "fold_model": "folding", "bn_arrays": "folding", "has_bn": "folding"}
+
+__all__ = ["setup", *_API]
+
+
+def __getattr__(name):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_API])
 
 
 def setup(seed: int = 0) -> None:

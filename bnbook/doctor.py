@@ -9,67 +9,67 @@ as a plain-text table, renders as HTML in Jupyter and converts to JSON.
 
 The rules, and exactly when each one fires:
 
-======================== ======== =============================================================
-rule                     severity fires when
-======================== ======== =============================================================
-batch-dependent-inference error   (x) in inference mode, the outputs of the first
-                                  ``PROBES`` examples run one at a time differ from their
-                                  outputs inside a batch of up to ``CHUNK`` examples by more
-                                  than ``BATCH_DEPENDENCE_TOLERANCE`` (1e-4) of the output
-                                  scale (the largest absolute output in that batch). The
-                                  layer is a BN layer that was called with ``training=True``
-                                  during the inference pass, else the innermost custom layer
-                                  that is batch-dependent on its own inputs, else ``""``.
-untrained-statistics     error    moving mean and variance exactly at their initial values
-                                  (0 and 1) in every channel, while gamma or beta have left
-                                  theirs (the initialisers' constants; 1 and 0 by default).
-stale-statistics         warning  (x) in some channel, with at least ``STALE_MIN_VALUES`` (32)
-                                  values per channel in x: |moving mean - mean| >
-                                  ``STALE_MEAN_SHIFT`` (0.5) standard deviations, or (moving
-                                  variance + eps) / (variance + eps) outside
-                                  ``STALE_VARIANCE_RATIO`` ([0.5, 2]); mean and variance are
-                                  those of the layer's inputs over x, the model as it is, in
-                                  inference mode (large feature maps sampled at a fixed
-                                  spatial stride: at most ``SAMPLE_VALUES`` values per channel
-                                  and chunk of ``CHUNK`` examples; the evidence gives the
-                                  stride). With y: accuracy before and after recalibration
-                                  (the model is put back as it was).
-zero-variance            error    a moving variance at or below ``ZERO_VARIANCE`` (1e-6) in
-                                  some channel. With x, if those channels are constant in x
-                                  as well (input variance at or below 1e-6), the finding is
-                                  a note: nothing is amplified.
-nan-statistics           error    NaN or inf in any BN weight.
-slow-momentum            warning  (training_steps) momentum ** training_steps >
-                                  ``MOMENTUM_LEFT`` (0.05): more than 5 % of the initial
-                                  moving statistics is left after training (trainable BN).
-trailing-batch-of-one    warning  (batch_size, x) len(x) % batch_size is between 1 and
-                                  ``TRAILING_BATCH`` - 1 (7): the last batch of each epoch
-                                  has fewer than 8 examples (x is taken as the training set).
-bias-before-bn           note     a Dense or convolution with a bias and no activation
-                                  feeds a BN layer directly (BN's beta makes the bias
-                                  redundant).
-wrong-axis               error    BN's axis is not the channel axis of the layer that feeds
-                                  it (through activations, dropout and element-wise merges):
-                                  ``data_format`` for convolutions, pooling and padding, the
-                                  last axis for Dense.
-dropout-before-bn        warning  a Dropout (or SpatialDropout, AlphaDropout,
-                                  GaussianDropout) feeds a BN layer, directly or through
-                                  activations and at most one Dense or convolution. With x:
-                                  the ratio of the BN input's variance in inference mode to
-                                  that in training mode (Dropout on, BN on its moving
-                                  statistics), per channel, median and range.
-float16-statistics       error    a BN variable in a float type narrower than float32
-                                  (float16, bfloat16).
-small-batch              warning  (batch_size) fewer than ``SMALL_BATCH`` (8) examples per
-                                  training batch, with a trainable BN layer.
-frozen-but-training      warning  a trainable BN layer after a frozen Dense or convolution,
-                                  or inside a model (or nested model) all of whose other
-                                  weighted layers are frozen, or under a frozen parent.
-unfoldable               note     a BN layer that cannot be folded into the layer before it
-                                  (chapter 9): it does not directly follow a Dense or
-                                  convolution, follows one with a non-linear activation, or
-                                  follows one whose output also feeds another layer.
-======================== ======== =============================================================
+========================= ======== =============================================================
+rule                      severity fires when
+========================= ======== =============================================================
+batch-dependent-inference error    (x) in inference mode, the outputs of the first
+                                   ``PROBES`` examples run one at a time differ from their
+                                   outputs inside a batch of up to ``CHUNK`` examples by more
+                                   than ``BATCH_DEPENDENCE_TOLERANCE`` (1e-4) of the output
+                                   scale (the largest absolute output in that batch). The
+                                   layer is a BN layer that was called with ``training=True``
+                                   during the inference pass, else the innermost custom layer
+                                   that is batch-dependent on its own inputs, else ``""``.
+untrained-statistics      error    moving mean and variance exactly at their initial values
+                                   (0 and 1) in every channel, while gamma or beta have left
+                                   theirs (the initialisers' constants; 1 and 0 by default).
+stale-statistics          warning  (x) in some channel, with at least ``STALE_MIN_VALUES`` (32)
+                                   values per channel in x: ``|moving mean - mean|`` >
+                                   ``STALE_MEAN_SHIFT`` (0.5) standard deviations, or (moving
+                                   variance + eps) / (variance + eps) outside
+                                   ``STALE_VARIANCE_RATIO`` ([0.5, 2]); mean and variance are
+                                   those of the layer's inputs over x, the model as it is, in
+                                   inference mode (large feature maps sampled at a fixed
+                                   spatial stride: at most ``SAMPLE_VALUES`` values per channel
+                                   and chunk of ``CHUNK`` examples; the evidence gives the
+                                   stride). With y: accuracy before and after recalibration
+                                   (the model is put back as it was).
+zero-variance             error    a moving variance at or below ``ZERO_VARIANCE`` (1e-6) in
+                                   some channel. With x, if those channels are constant in x
+                                   as well (input variance at or below 1e-6), the finding is
+                                   a note: nothing is amplified.
+nan-statistics            error    NaN or inf in any BN weight.
+slow-momentum             warning  (training_steps) momentum ** training_steps >
+                                   ``MOMENTUM_LEFT`` (0.05): more than 5 % of the initial
+                                   moving statistics is left after training (trainable BN).
+trailing-batch-of-one     warning  (batch_size, x) len(x) % batch_size is between 1 and
+                                   ``TRAILING_BATCH`` - 1 (7): the last batch of each epoch
+                                   has fewer than 8 examples (x is taken as the training set).
+bias-before-bn            note     a Dense or convolution with a bias and no activation
+                                   feeds a BN layer directly (BN's beta makes the bias
+                                   redundant).
+wrong-axis                error    BN's axis is not the channel axis of the layer that feeds
+                                   it (through activations, dropout and element-wise merges):
+                                   ``data_format`` for convolutions, pooling and padding, the
+                                   last axis for Dense.
+dropout-before-bn         warning  a Dropout (or SpatialDropout, AlphaDropout,
+                                   GaussianDropout) feeds a BN layer, directly or through
+                                   activations and at most one Dense or convolution. With x:
+                                   the ratio of the BN input's variance in inference mode to
+                                   that in training mode (Dropout on, BN on its moving
+                                   statistics), per channel, median and range.
+float16-statistics        error    a BN variable in a float type narrower than float32
+                                   (float16, bfloat16).
+small-batch               warning  (batch_size) fewer than ``SMALL_BATCH`` (8) examples per
+                                   training batch, with a trainable BN layer.
+frozen-but-training       warning  a trainable BN layer after a frozen Dense or convolution,
+                                   or inside a model (or nested model) all of whose other
+                                   weighted layers are frozen, or under a frozen parent.
+unfoldable                note     a BN layer that cannot be folded into the layer before it
+                                   (chapter 9): it does not directly follow a Dense or
+                                   convolution, follows one with a non-linear activation, or
+                                   follows one whose output also feeds another layer.
+========================= ======== =============================================================
 
 The measured rules share one inference pass over x (chunks of ``CHUNK`` examples) plus one call
 per probe example; dropout-before-bn adds one training-mode pass when a Dropout feeds a BN
@@ -102,9 +102,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .convnets import bn_input_statistics
-from .deploy import merge_moments
-from .keras_demos import bn_layers
+from .statistics import bn_input_statistics, bn_layers, merge_moments
 
 __all__ = ["examine", "Report", "Finding", "DataError", "RULES", "main", "bench_resnet50"]
 
@@ -139,12 +137,12 @@ RULES = {
         "error", "chapter 5: the classic bug, nobody runs the update ops (05_tf1_graphs.ipynb)",
         "The moving statistics were never updated while gamma and beta trained: call the model "
         "with training=True in the training step (or run the update ops), or recalibrate with "
-        "bnbook.convnets.recalibrate_bn."),
+        "bnbook.recalibrate_bn."),
     "stale-statistics": (
         "warning", "chapter 6: debugging, moving statistics that have not caught up, and "
         "recalibration (06_conv_resnets.ipynb)",
         "The moving statistics are far from those of the layer's inputs: recalibrate them on "
-        "training data (bnbook.convnets.recalibrate_bn), train longer, or lower the momentum."),
+        "training data (bnbook.recalibrate_bn), train longer, or lower the momentum."),
     "zero-variance": (
         "error", "chapter 1: what epsilon does (01_transform.ipynb); chapter 6: a trailing "
         "batch of one (06_conv_resnets.ipynb)",
@@ -1128,7 +1126,7 @@ def _recalibrated_accuracy(model, x, y, layers, bn_entries, exact, predictions, 
             statistics = bn_input_statistics(model, x)
             for layer, mean, variance in zip(listed, statistics[::2], statistics[1::2]):
                 _set_statistics(layer, mean, variance)
-            method = "exact, layer after layer (bnbook.convnets.bn_input_statistics)"
+            method = "exact, layer after layer (bnbook.bn_input_statistics)"
         else:
             for i, (_, mean, variance) in exact.items():
                 if np.all(np.isfinite(mean)) and np.all(np.isfinite(variance)):

@@ -1,11 +1,13 @@
-"""bnbook.backward: the closed-form gradient, the custom-gradient op, gradient checks, the network
+"""bnbook.lessons.backward_pass: the closed-form gradient, the custom-gradient op, gradient checks, the
+network
 with a pluggable BN and the timing harness (tiny runs, fast)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnbook import backward, mnist_mlp
+from bnbook.lessons import backward_pass as backward
+from bnbook.lessons import mnist_experiment as mnist_mlp
 
 
 def batch(shape, seed=0):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import bnbook
 from bnbook.checks import ExerciseMistake
 from bnbook.checks import ch04 as check
 
@@ -276,9 +277,8 @@ def unfreeze_flatten(base):
 
 
 def unfreeze_with_helper(base):
-    from bnbook import keras_demos as kd
     base.trainable = True
-    for layer in kd.bn_layers(base):
+    for layer in bnbook.bn_layers(base):
         layer.trainable = False
 
 

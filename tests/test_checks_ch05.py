@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from bnbook.checks import ExerciseMistake
 from bnbook.checks import ch05 as check
-from bnbook.tf1_demos import bn_variables
+from bnbook.lessons.tf1_graphs import bn_variables
 
 tf1 = tf.compat.v1
 LOCATED = "matches no mistake this check knows"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnbook import convnets as cn
+import bnbook
 from bnbook.checks import ExerciseMistake
 from bnbook.checks import ch06 as check
 
@@ -131,7 +131,7 @@ def test_6_1_hard_coded_filters_and_non_tensors():
 # --- 6.2 ------------------------------------------------------------------------------------------
 
 def bn_layers(model):
-    return cn.bn_layers(model)
+    return bnbook.bn_layers(model)
 
 
 def recalibrate(model, batches, *, restore=True, weighted=True, total_variance=True,
@@ -179,7 +179,7 @@ def test_6_2_solution(capsys):
 
 
 def test_6_2_book_helper_on_the_concatenated_batches(capsys):
-    passes(check.recalibrate, lambda model, batches: cn.recalibrate_bn(
+    passes(check.recalibrate, lambda model, batches: bnbook.recalibrate_bn(
         model, np.concatenate(batches), batch_size=7), capsys=capsys)
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnbook import shift as sh
 from bnbook.checks import ch10 as check
 from bnbook.checks._core import ExerciseMistake
+from bnbook.lessons import distribution_shift as sh
 
 
 def stub(*args, **kwargs):
@@ -58,7 +58,8 @@ def test_10_1_solution_passes(capsys):
 
 
 def test_10_1_tensorflow_and_the_book_pass(capsys):
-    """Right answers written another way: tf.nn.moments, and bnbook.shift.mixed_statistics."""
+    """Right answers written another way: tf.nn.moments, and the lesson's
+    mixed_statistics."""
     def with_tf(source_mean, source_var, batch, prior):
         mean, var = tf.nn.moments(tf.constant(batch), axes=list(range(batch.ndim - 1)))
         n = batch.shape[0]
@@ -146,7 +147,8 @@ def test_10_2_solution_passes(capsys):
 
 
 def test_10_2_tensorflow_and_the_book_pass(capsys):
-    """A TensorFlow scalar tensor is a right answer too, and so is bnbook.shift.gaussian_kl."""
+    """A TensorFlow scalar tensor is a right answer too, and so is the lesson's
+    gaussian_kl."""
     def with_tf(batch, mean, var):
         m, v = tf.nn.moments(tf.constant(batch, tf.float64), axes=list(range(batch.ndim - 1)))
         mean, var = tf.constant(mean, tf.float64), tf.constant(var, tf.float64)
@@ -294,3 +296,90 @@ def test_10_3_stream_is_shifted_and_drifts():
         for how in ("mean_of_variances", "unweighted", "unbiased", "last_batch", "ema"):
             wrong = check.stream_numpy(batches, mean_s, var_s, case["momentum"], how)
             assert max(np.abs(right[0] - wrong[0]).max(), np.abs(right[1] - wrong[1]).max()) > 0.01
+
+
+# ---- 10.4: tent_step(model, x, learning_rate) -> entropy before the step ----------------------
+
+def tent_step(model, x, learning_rate, how="right"):
+    """A learner's TENT step, and (through `how`) the mistakes learners make."""
+    import bnbook
+
+    def bn_of(m, nested=True):
+        found = []
+        for layer in m.layers:
+            if isinstance(layer, tf.keras.layers.BatchNormalization):
+                found.append(layer)
+            elif nested and hasattr(layer, "layers"):
+                found += bn_of(layer)
+        return found
+
+    layers = bn_of(model, nested=how != "top_level")
+    if how == "all_variables":
+        params = model.trainable_variables
+    else:
+        params = [v for layer in layers for v in (layer.gamma, layer.beta) if v is not None]
+    stored = [(v, v.numpy()) for layer in bnbook.bn_layers(model)
+              for v in (layer.moving_mean, layer.moving_variance)]
+    with tf.GradientTape() as tape:
+        p = tf.nn.softmax(model(x, training=how != "inference"))
+        entropies = -tf.reduce_sum(p * tf.math.log(p + 1e-12), axis=1)
+        entropy = tf.reduce_sum(entropies) if how == "summed" else tf.reduce_mean(entropies)
+    step = -learning_rate if how == "ascent" else learning_rate
+    if how == "hard_rate":
+        step = 0.1
+    for v, g in zip(params, tape.gradient(entropy, params)):
+        v.assign(v - step * g)
+    if how != "moving_changed":
+        for v, value in stored:
+            v.assign(value)
+    if how == "entropy_after":
+        p = tf.nn.softmax(model(x, training=True))
+        entropy = tf.reduce_mean(-tf.reduce_sum(p * tf.math.log(p + 1e-12), axis=1))
+        for v, value in stored:
+            v.assign(value)
+    return entropy.numpy()
+
+
+def test_10_4_accepts_the_solution_and_a_numpy_scalar(capsys):
+    passes(capsys, check.tent_step, tent_step, "10.4")
+
+
+def test_10_4_stub_is_not_done(capsys):
+    check.tent_step(stub)
+    assert "Exercise 10.4 is not done yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how, message", [
+    ("inference", "used the stored statistics"),
+    ("all_variables", "more than gamma and beta"),
+    ("ascent", "went up the entropy"),
+    ("summed", "summed the entropies"),
+    ("top_level", "inside nested models kept"),
+    ("moving_changed", "moving statistics changed"),
+    ("entropy_after", "the one after the step"),
+])
+def test_10_4_names_each_known_mistake(how, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.tent_step(lambda model, x, rate: tent_step(model, x, rate, how))
+
+
+def test_10_4_locates_a_hard_coded_learning_rate():
+    with pytest.raises(ExerciseMistake, match=r"learning_rate"):
+        check.tent_step(lambda model, x, rate: tent_step(model, x, rate, "hard_rate"))
+
+
+def test_10_4_refuses_the_lessons_tent():
+    def by_the_book(model, x, rate):
+        return float(sh.tent(model, x, steps=1, batch_size=len(x), learning_rate=rate)[0])
+
+    with pytest.raises(ExerciseMistake, match="calls the book's own"):
+        check.tent_step(by_the_book)
+
+
+def test_10_4_answers_within_a_second():
+    import time
+
+    check.tent_step(tent_step)                       # the first call builds and traces
+    start = time.perf_counter()
+    check.tent_step(tent_step)
+    assert time.perf_counter() - start < 1.0

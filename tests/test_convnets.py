@@ -1,10 +1,12 @@
-"""bnbook.convnets: data, model builders, the training loop and recalibration (chapters 6 and 8)."""
+"""bnbook.lessons.conv_resnets: data, model builders, the training loop and recalibration
+(chapters 6 and 8)."""
 
 import keras
 import numpy as np
 import pytest
 
-from bnbook import convnets as cn
+import bnbook
+from bnbook.lessons import conv_resnets as cn
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +36,10 @@ def test_make_cnn_parameters_and_bias():
     convs = [layer for layer in net.layers if isinstance(layer, (keras.layers.Conv2D,
                                                                   keras.layers.Dense))]
     assert [layer.use_bias for layer in convs] == [False, False, False, True]
-    assert len(cn.bn_layers(net)) == 3
+    assert len(bnbook.bn_layers(net)) == 3
     assert net(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
     plain = cn.make_cnn(norm=None)
-    assert not cn.bn_layers(plain)
+    assert not bnbook.bn_layers(plain)
     assert all(layer.use_bias for layer in plain.layers
                if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)))
     assert cn.make_cnn(filters=(4,), dense_units=0).count_params() == 3 * 3 * 4 + 4 * 4 + \
@@ -51,7 +53,7 @@ def test_make_cnn_parameters_and_bias():
 def test_make_cnn_other_norms(norm, kind):
     net = cn.make_cnn(norm=norm)
     assert sum(isinstance(layer, kind) for layer in net.layers) == 3
-    assert not cn.bn_layers(net)
+    assert not bnbook.bn_layers(net)
 
 
 def test_init_scale_multiplies_the_weights():
@@ -62,7 +64,7 @@ def test_init_scale_multiplies_the_weights():
 
 def test_mixed_precision_keeps_bn_in_float32():
     net = cn.make_cnn(dtype="mixed_float16")
-    bn = cn.bn_layers(net)[0]
+    bn = bnbook.bn_layers(net)[0]
     assert bn.compute_dtype == "float16"
     assert all(w.dtype == "float32" for w in bn.weights)
     assert net(np.zeros((2, 28, 28, 1), np.float32)).dtype == "float32"
@@ -76,7 +78,7 @@ def test_residual_blocks_start_as_identity():
     block_one = keras.Model(inputs, cn.residual_block(inputs, gamma_zero=False))
     assert not np.allclose(block_one(x), x)
     resnet = cn.make_resnet(blocks=2, filters=4)
-    assert len(cn.bn_layers(resnet)) == 5 and resnet.output.shape == (None, 10)
+    assert len(bnbook.bn_layers(resnet)) == 5 and resnet.output.shape == (None, 10)
 
 
 def small_problem(n=96):
@@ -110,7 +112,7 @@ def test_train_in_order_and_learning_rate():
     assert cn.same_arrays(
         [w.numpy() for w in a.trainable_weights], [w.numpy() for w in b.trainable_weights])
     # in order, three batches of 32 cover the data once: the moving mean saw every example once
-    assert not cn.same_arrays(cn.moving_stats(a), cn.moving_stats(b))
+    assert not cn.same_arrays(bnbook.moving_stats(a), bnbook.moving_stats(b))
 
 
 def dense_model(momentum=0.99):
@@ -127,20 +129,20 @@ def test_recalibrate_gives_exact_statistics_and_restores_flags():
     rng = np.random.default_rng(1)
     x = rng.normal(3.0, 2.0, size=(50, 4)).astype(np.float32)
     model = dense_model()
-    cn.bn_layers(model)[1].trainable = False
-    before = cn.moving_stats(model)
-    exact = cn.bn_input_statistics(model, x, batch_size=16)
-    assert cn.same_arrays(before, cn.moving_stats(model))          # unchanged by the preview
-    assert cn.recalibrate_bn(model, x, batch_size=16) == 2           # nested layer found
+    bnbook.bn_layers(model)[1].trainable = False
+    before = bnbook.moving_stats(model)
+    exact = bnbook.bn_input_statistics(model, x, batch_size=16)
+    assert cn.same_arrays(before, bnbook.moving_stats(model))          # unchanged by the preview
+    assert bnbook.recalibrate_bn(model, x, batch_size=16) == 2           # nested layer found
     first = x.astype(np.float64) @ model.layers[0].layers[0].kernel.numpy()
-    assert np.allclose(cn.moving_stats(model)[0], first.mean(axis=0), rtol=1e-5, atol=1e-5)
-    assert np.allclose(cn.moving_stats(model)[1], first.var(axis=0), rtol=1e-4)
+    assert np.allclose(bnbook.moving_stats(model)[0], first.mean(axis=0), rtol=1e-5, atol=1e-5)
+    assert np.allclose(bnbook.moving_stats(model)[1], first.var(axis=0), rtol=1e-4)
     inner_out = model.layers[0](x, training=False).numpy().astype(np.float64)
     second = inner_out @ model.layers[1].kernel.numpy()
-    assert np.allclose(cn.moving_stats(model)[3], second.var(axis=0), rtol=1e-4)
+    assert np.allclose(bnbook.moving_stats(model)[3], second.var(axis=0), rtol=1e-4)
     assert all(np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(exact,
-                                                                       cn.moving_stats(model)))
-    assert [(layer.trainable, layer.momentum) for layer in cn.bn_layers(model)] == \
+                                                                       bnbook.moving_stats(model)))
+    assert [(layer.trainable, layer.momentum) for layer in bnbook.bn_layers(model)] == \
         [(True, 0.99), (False, 0.5)]
 
 
@@ -180,11 +182,11 @@ def test_float16_models_train_and_predict_through_xla():
     assert not cn.same_arrays(start, [w.numpy() for w in net.trainable_weights])
     _, _, run = cn._sgd_runner(net, 16)
     assert run._jit_compile                                        # an XLA-compiled loop
-    stats = cn.moving_stats(net)
+    stats = bnbook.moving_stats(net)
     assert cn.predict_classes(net, x, batch_size=16).shape == (32,)
-    assert cn.same_arrays(stats, cn.moving_stats(net))            # inference mode moves nothing
+    assert cn.same_arrays(stats, bnbook.moving_stats(net))            # inference mode moves nothing
     cn.predict_classes(net, x, batch_size=16, training=True)
-    assert not cn.same_arrays(stats, cn.moving_stats(net))        # training mode moves them back
+    assert not cn.same_arrays(stats, bnbook.moving_stats(net))        # training mode moves them back
 
 
 def dropout_models():
@@ -211,15 +213,15 @@ def dropout_models():
 def test_recalibrate_runs_dropout_in_inference_mode(kind):
     model = dropout_models()[kind]
     x = np.random.default_rng(2).normal(1.0, 2.0, size=(40, 4)).astype(np.float32)
-    bn = cn.bn_layers(model)[0]
+    bn = bnbook.bn_layers(model)[0]
     kernel = next(layer for layer in model._flatten_layers()
                   if isinstance(layer, keras.layers.Dense)).kernel.numpy().astype(np.float64)
     inputs = x.astype(np.float64) @ kernel         # what BN receives with Dropout off
-    preview = cn.bn_input_statistics(model, x, batch_size=16)
-    assert cn.same_arrays(cn.moving_stats(model), [np.zeros(6, np.float32),
+    preview = bnbook.bn_input_statistics(model, x, batch_size=16)
+    assert cn.same_arrays(bnbook.moving_stats(model), [np.zeros(6, np.float32),
                                                    np.ones(6, np.float32)])
-    assert cn.recalibrate_bn(model, x, batch_size=16) == 1
-    mean, variance = cn.moving_stats(model)
+    assert bnbook.recalibrate_bn(model, x, batch_size=16) == 1
+    mean, variance = bnbook.moving_stats(model)
     assert np.allclose(mean, inputs.mean(axis=0), rtol=1e-5, atol=1e-6)
     assert np.allclose(variance, inputs.var(axis=0), rtol=1e-5)
     assert cn.same_arrays(preview, [mean, variance])
@@ -233,23 +235,23 @@ def test_recalibrate_honours_a_mask_and_restores_after_an_error():
     x = np.random.default_rng(4).normal(2.0, 1.5, size=(8, 5, 3)).astype(np.float32)
     x[:, 3:] = 0.0                                  # the last two steps are masked out
     x[0, 1:] = 0.0
-    cn.recalibrate_bn(model, x, batch_size=3)
+    bnbook.recalibrate_bn(model, x, batch_size=3)
     kept = np.concatenate([x[0, :1], x[1:, :3].reshape(-1, 3)]).astype(np.float64)
-    mean, variance = cn.moving_stats(model)
+    mean, variance = bnbook.moving_stats(model)
     assert np.allclose(mean, kept.mean(axis=0), rtol=1e-5)
     assert np.allclose(variance, kept.var(axis=0), rtol=1e-5)
-    bn = cn.bn_layers(model)[0]
+    bn = bnbook.bn_layers(model)[0]
     with pytest.raises(Exception):                  # noqa: B017 - whatever Keras raises
-        cn.recalibrate_bn(model, np.ones((2, 5, 4), np.float32))      # 4 features, not 3
+        bnbook.recalibrate_bn(model, np.ones((2, 5, 4), np.float32))      # 4 features, not 3
     assert "call" not in bn.__dict__
-    assert cn.same_arrays(cn.moving_stats(model), [mean, variance])
+    assert cn.same_arrays(bnbook.moving_stats(model), [mean, variance])
 
 
 def test_accuracy_modes():
     x, y = small_problem(40)
     net = cn.make_cnn(filters=(4,), dense_units=8)
-    stats = cn.moving_stats(net)
+    stats = bnbook.moving_stats(net)
     assert 0.0 <= cn.accuracy(net, x, y, batch_size=16) <= 1.0
-    assert cn.same_arrays(stats, cn.moving_stats(net))
+    assert cn.same_arrays(stats, bnbook.moving_stats(net))
     cn.accuracy(net, x, y, batch_size=16, training=True)
-    assert not cn.same_arrays(stats, cn.moving_stats(net))
+    assert not cn.same_arrays(stats, bnbook.moving_stats(net))

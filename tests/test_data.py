@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bnbook import data
+from bnbook.lessons import data
 
 
 def fake_mnist(path, **override):

@@ -1,4 +1,5 @@
-"""bnbook.deploy: logical devices (in a subprocess), moment merging, BN folding, TFLite, timing.
+"""bnbook.lessons.devices_deployment: logical devices (in a subprocess), moment merging, BN folding,
+TFLite, timing.
 
 Splitting the CPU into logical devices lasts for the whole process and must happen before
 TensorFlow sets up its devices, so every test that needs two replicas runs in a fresh Python
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnbook import deploy
+import bnbook
+from bnbook.lessons import devices_deployment as deploy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +38,7 @@ def run_fresh(code: str, timeout: int = 300) -> dict:
 REPLICA_FACTS = """
     import json
     import bnbook
-    from bnbook import deploy
+    from bnbook.lessons import devices_deployment as deploy
     devices = deploy.split_cpu(2)
     again = deploy.split_cpu(2)               # harmless
     bnbook.setup(seed=0)
@@ -92,14 +94,14 @@ def test_split_after_start_says_restart(replica_facts):
 
 
 def test_this_process_is_not_split():
-    """The subprocess's split did not leak here (nor does importing bnbook.deploy split)."""
+    """The subprocess's split did not leak here (nor does importing the lesson module split)."""
     assert len(tf.config.list_logical_devices("CPU")) == 1
 
 
 # --- moments ----------------------------------------------------------------------------------
 
 def test_moments_from_sums_exact_on_the_lessons_batch():
-    mean, variance = deploy.moments_from_sums(8, np.float32(40.0), np.float32(400.0))
+    mean, variance = bnbook.moments_from_sums(8, np.float32(40.0), np.float32(400.0))
     assert (mean, variance) == (5.0, 25.0)
 
 
@@ -110,7 +112,7 @@ def test_merge_matches_tf_nn_moments_of_the_whole(counts, centre):
     parts = [(centre + rng.normal(size=(n, 3))).astype(np.float32) for n in counts]
     means = [p.mean(axis=0, dtype=np.float64).astype(np.float32) for p in parts]
     variances = [p.var(axis=0, dtype=np.float64).astype(np.float32) for p in parts]
-    mean, variance = deploy.merge_replica_moments(list(counts), means, variances)
+    mean, variance = bnbook.merge_replica_moments(list(counts), means, variances)
     want_mean, want_variance = tf.nn.moments(tf.constant(np.concatenate(parts)), axes=[0])
     assert mean.dtype == variance.dtype == np.float32
     np.testing.assert_allclose(mean, want_mean.numpy(), rtol=1e-6, atol=1e-5)
@@ -121,7 +123,7 @@ def test_textbook_sums_lose_float32_precision_at_a_large_mean():
     rng = np.random.default_rng(0)
     x = (10_000.0 + rng.normal(size=(96, 8))).astype(np.float32)
     truth = x.astype(np.float64).var(axis=0)
-    _, naive = deploy.moments_from_sums(np.float32(96), x.sum(axis=0), (x * x).sum(axis=0))
+    _, naive = bnbook.moments_from_sums(np.float32(96), x.sum(axis=0), (x * x).sum(axis=0))
     assert np.max(np.abs(naive - truth) / truth) > 0.1
 
 
@@ -142,8 +144,8 @@ def test_fold_model_dense_and_conv():
     rng = np.random.default_rng(0)
     for model, x in ((dense, rng.normal(size=(6, 5))), (conv, rng.normal(size=(6, 12, 12, 1)))):
         x = x.astype(np.float32)
-        folded = deploy.fold_model(model)
-        assert deploy.has_bn(model) and not deploy.has_bn(folded)
+        folded = bnbook.fold_model(model)
+        assert bnbook.has_bn(model) and not bnbook.has_bn(folded)
         assert len(folded.layers) == len(model.layers) - len(
             [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)])
         want = model(x, training=False).numpy()
@@ -159,7 +161,7 @@ def test_fold_bn_per_output_channel_any_kernel():
     bn(layer(x))
     deploy.randomize_bn_statistics(keras.Sequential([bn]), seed=2)
     layer.bias.assign(rng.normal(size=3).astype(np.float32))
-    kernel, bias = deploy.fold_bn(layer.kernel.numpy(), layer.bias.numpy(), *deploy.bn_arrays(bn))
+    kernel, bias = bnbook.fold_bn(layer.kernel.numpy(), layer.bias.numpy(), *bnbook.bn_arrays(bn))
     folded = keras.layers.Conv2D(3, (5, 2), padding="valid")
     folded.build(x.shape)
     folded.set_weights([kernel, bias])
@@ -171,11 +173,11 @@ def test_fold_model_refuses_a_bn_it_cannot_fold():
     model = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(),
                               keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="first layer"):
-        deploy.fold_model(model)
+        bnbook.fold_model(model)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.ReLU(),
                               keras.layers.BatchNormalization()])
     with pytest.raises(ValueError, match="does not follow a Dense or Conv2D"):
-        deploy.fold_model(model)
+        bnbook.fold_model(model)
 
 
 def test_fold_model_refuses_to_fold_through_an_activation():
@@ -186,11 +188,11 @@ def test_fold_model_refuses_to_fold_through_an_activation():
         keras.Input((5,)), keras.layers.Dense(16, activation="relu"),
         keras.layers.BatchNormalization(), keras.layers.Dense(2)]))
     with pytest.raises(ValueError, match="activation 'relu'"):
-        deploy.fold_model(model)
+        bnbook.fold_model(model)
     linear = _trained_like(keras.Sequential([
         keras.Input((5,)), keras.layers.Dense(16, activation="linear"),
         keras.layers.BatchNormalization(), keras.layers.Dense(2)]))
-    assert not deploy.has_bn(deploy.fold_model(linear))
+    assert not bnbook.has_bn(bnbook.fold_model(linear))
 
 
 @pytest.mark.parametrize("layer", [keras.layers.DepthwiseConv2D(3),
@@ -199,14 +201,14 @@ def test_fold_model_refuses_to_fold_through_an_activation():
 def test_fold_model_names_kernels_with_the_channel_elsewhere(layer):
     model = keras.Sequential([keras.Input((8, 8, 2)), layer, keras.layers.BatchNormalization()])
     with pytest.raises(ValueError, match="another axis"):
-        deploy.fold_model(model)
+        bnbook.fold_model(model)
 
 
 def test_fold_model_refuses_a_bn_over_another_axis():
     model = keras.Sequential([keras.Input((6, 5)), keras.layers.Dense(4),
                               keras.layers.BatchNormalization(axis=1)])
     with pytest.raises(ValueError, match="not the channel axis"):
-        deploy.fold_model(model)
+        bnbook.fold_model(model)
 
 
 # --- toolchain and timing ---------------------------------------------------------------------

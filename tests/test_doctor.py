@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from keras import layers, ops
 
-from bnbook import convnets as cn
-from bnbook import deploy, doctor
-from bnbook import keras_demos as kd
+import bnbook
+from bnbook import doctor
+from bnbook.lessons import conv_resnets as cn
+from bnbook.lessons import devices_deployment as deploy
+from bnbook.lessons import keras_layer as kd
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -157,7 +159,7 @@ def test_untrained_statistics_from_a_tape_loop_without_training_true():
 def test_stale_statistics_with_accuracy_before_and_after_recalibration():
     x = normal(256, 8, loc=3.0, scale=2.0)
     model = dense_net(name="stale")
-    cn.recalibrate_bn(model, x)                 # statistics that fit x: nothing stale
+    bnbook.recalibrate_bn(model, x)                 # statistics that fit x: nothing stale
     assert not doctor.examine(model, x).by_rule("stale-statistics")
     y = np.argmax(model(x, training=False).numpy(), axis=1)   # labels the model gets right
     bn = model.get_layer("bn")
@@ -290,7 +292,7 @@ def test_frozen_but_training_nested_base_and_flat_model():
             layer.trainable = False                    # the mistake: BN left trainable
     model = keras.Sequential([keras.Input((784,)), base, layers.Dense(10, name="head")])
     report = doctor.examine(model)
-    bn_paths = {f"base/{layer.name}" for layer in kd.bn_layers(base)}
+    bn_paths = {f"base/{layer.name}" for layer in bnbook.bn_layers(base)}
     assert {f.layer for f in report.by_rule("frozen-but-training")} == bn_paths
     flat = dense_net()
     flat.get_layer("dense").trainable = False

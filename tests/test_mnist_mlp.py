@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from bnbook import mnist_mlp
+from bnbook.lessons import mnist_experiment as mnist_mlp
 
 
 def test_initial_weights_are_standard_normal_and_repeatable():

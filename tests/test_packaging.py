@@ -98,12 +98,13 @@ def test_bench_prints_the_ratios_of_modules_that_report_them(monkeypatch, capsys
 
     import bench
 
-    backward = types.ModuleType("bnbook.backward")
+    backward = types.ModuleType("bnbook.lessons.backward_pass")
     backward.bench_ratios = lambda: [("fused / by hand", 1.5), ("graph / eager", 3.25)]
-    monkeypatch.setitem(sys.modules, "bnbook.backward", backward)
-    monkeypatch.setitem(sys.modules, "bnbook.deploy", types.ModuleType("bnbook.deploy"))  # none
+    monkeypatch.setitem(sys.modules, "bnbook.lessons.backward_pass", backward)
+    none = types.ModuleType("bnbook.lessons.devices_deployment")
+    monkeypatch.setitem(sys.modules, "bnbook.lessons.devices_deployment", none)
     bench.print_ratios()
     printed = capsys.readouterr().out
-    assert "| bnbook.backward: fused / by hand |    1.50 |" in printed
-    assert "| bnbook.backward: graph / eager   |    3.25 |" in printed
+    assert "| bnbook.lessons.backward_pass: fused / by hand |    1.50 |" in printed
+    assert "| bnbook.lessons.backward_pass: graph / eager   |    3.25 |" in printed
     assert "deploy" not in printed

@@ -1,10 +1,10 @@
-"""bnbook.shift: the corruptions and the test-time adaptation helpers of chapter 10."""
+"""bnbook.lessons.distribution_shift: the corruptions and the test-time adaptation helpers of chapter 10."""
 
 import numpy as np
 import pytest
 
-from bnbook import convnets as cn
-from bnbook import shift as sh
+from bnbook.lessons import conv_resnets as cn
+from bnbook.lessons import distribution_shift as sh
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""bnbook.small_batch: the renorm reference against Keras, ghost batch norm, the trainer's single
+"""bnbook.lessons.small_batches: the renorm reference against Keras, ghost batch norm, the trainer's single
 trace and repeatability, the noise measurement and the padded sequences."""
 
 import keras
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnbook import small_batch as sb
+from bnbook.lessons import small_batches as sb
 
 
 def _renorm_layer(x, state, **kwargs):

@@ -64,7 +64,7 @@ def main() -> int:
 
 
 # Modules that measure speed-ups of their own: each may define bench_ratios() -> [(label, ratio)].
-RATIO_MODULES = ("bnbook.backward", "bnbook.deploy")
+RATIO_MODULES = ("bnbook.lessons.backward_pass", "bnbook.lessons.devices_deployment")
 
 
 def print_ratios() -> None:

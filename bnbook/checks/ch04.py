@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..statistics import bn_layers, moving_stats
 from ._core import ExerciseMistake, Wrong, call, cases, checker, match
 
 
@@ -145,9 +146,8 @@ def _build(spec: str, seed: int, n_features: int, n_classes: int):
 
 
 def _state(model):
-    from .. import keras_demos as kd
 
-    return {"BN moving statistics": tuple(kd.moving_stats(model)),
+    return {"BN moving statistics": tuple(moving_stats(model)),
             "trainable weights": tuple(v.numpy().copy() for v in model.trainable_variables)}
 
 
@@ -192,7 +192,7 @@ def train_step(fn):
     keras = _keras()
     import tensorflow as tf
 
-    from .. import keras_demos as kd
+    from ..lessons import keras_layer as kd
 
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     for case in cases(
@@ -302,12 +302,11 @@ def train_step(fn):
 
 
 def _stats_after(build, x, calls: int):
-    from .. import keras_demos as kd
 
     twin = build()
     for _ in range(calls):
         twin(x, training=True)
-    return tuple(kd.moving_stats(twin))
+    return tuple(moving_stats(twin))
 
 
 def _accuracy(model, x, y, training=False) -> float:
@@ -319,7 +318,7 @@ def _accuracy(model, x, y, training=False) -> float:
 def _trained(spec: str, seed: int, features: int, classes: int, n_test: int):
     """A small BN model with moving statistics of a 'trained' model, and a test set sorted by
     label (a single class per batch is where batch statistics go wrong)."""
-    from .. import keras_demos as kd
+    from ..lessons import keras_layer as kd
 
     x, y = kd.far_clusters(n=n_test, n_features=features, n_classes=classes, seed=seed)
     model = _build(spec, seed, features, classes)
@@ -445,10 +444,9 @@ def _pretrained(spec: str, seed: int):
         outer = keras.Sequential([dense("dense1", 5, True), inner, layers.ReLU()], name="outer")
         inputs = keras.Input((3,))
         base = keras.Model(inputs, dense("dense3", 4, True)(outer(inputs)), name="base")
-    from .. import keras_demos as kd
 
     rng = np.random.default_rng(seed)
-    for layer in kd.bn_layers(base):     # pretend these were learned on the old data
+    for layer in bn_layers(base):     # pretend these were learned on the old data
         n = layer.moving_mean.shape[0]
         layer.moving_mean.assign(rng.normal(size=n).astype(np.float32))
         layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=n).astype(np.float32))
@@ -497,7 +495,7 @@ def _got_flags(model) -> dict:
 def prepare_for_finetuning(fn):
     """Check ``prepare_for_finetuning(base)``: every layer trainable except BN, at any depth."""
     __tracebackhide__ = True
-    from .. import keras_demos as kd
+    from ..lessons import keras_layer as kd
 
     for case in cases(dict(base="Sequential: Dense, BN, ReLU, Dense, BN, ReLU", _spec="flat",
                            _seed=21),
@@ -506,11 +504,11 @@ def prepare_for_finetuning(fn):
                       dict(base="functional: nested (Dense, nested (Dense, BN), ReLU), Dense",
                            _spec="deep", _seed=23)):
         base = _pretrained(case.spec, case.seed)
-        stats = kd.moving_stats(base)
+        stats = moving_stats(base)
         call(fn, base, what="prepare_for_finetuning", case=case)
         want = {"trainable flags": _want_flags(base)}
         got = {"trainable flags": _got_flags(base)}
-        nested_bn = [layer for layer in kd.bn_layers(base) if layer not in base.layers]
+        nested_bn = [layer for layer in bn_layers(base) if layer not in base.layers]
         flat_hint = ("walk the layers recursively: a layer that has `.layers` (a nested model) "
                      "holds layers of its own; a function that calls itself on it finds them.")
         match(got, want, case=case, name="the base's layers", wrong=[
@@ -539,7 +537,7 @@ def prepare_for_finetuning(fn):
         width = base.inputs[0].shape[-1]
         base(np.random.default_rng(0).normal(size=(8, width)).astype(np.float32) * 5 + 3,
              training=True)
-        if not kd.same_arrays(stats, kd.moving_stats(base)):
+        if not kd.same_arrays(stats, moving_stats(base)):
             raise ExerciseMistake(
                 f"In {case}: the BN moving statistics changed in a training-mode call, although "
                 "every BN layer reports trainable=False.",

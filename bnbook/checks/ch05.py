@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .. import tf1_demos
+from ..lessons import tf1_graphs as tf1_demos
 from ._core import ExerciseMistake, Wrong, call, cases, checker, match
 
 tf1 = tf.compat.v1

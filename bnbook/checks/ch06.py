@@ -293,7 +293,7 @@ def residual_block(fn):
 # --- exercise 6.2: recalibration for any Keras model -------------------------------------------
 
 def _bn_layers(model):
-    from ..keras_demos import bn_layers
+    from ..statistics import bn_layers
 
     return bn_layers(model)
 
@@ -746,7 +746,8 @@ def fix_script(train, evaluate):
     """Check the fixed ``train(model, x, y, batch_size, epochs, learning_rate)`` and
     ``evaluate(model, x, y, batch_size) -> accuracy``; report which planted bugs remain."""
     __tracebackhide__ = True
-    from ..keras_demos import moving_stats, same_arrays
+    from ..lessons.keras_layer import same_arrays
+    from ..statistics import moving_stats
 
     # Remainders 1, 2 and 0; two full batches in cases 1 and 3 (batch order and, over 2 epochs,
     # epoch order show in the weights). 9 optimizer steps in all: each eager step costs ~50 ms.

@@ -221,14 +221,14 @@ def _check_parameter_shape(value, name, x_shape, case):
 # ---------------------------------------------------------------------------------------------
 
 def _book_backward():
-    """The book's own backward pass (bnbook.backward): 7.1 asks the learner to write it."""
-    from .. import backward
+    """The book's own backward pass (bnbook.lessons.backward_pass): 7.1 asks the learner to write it."""
+    from ..lessons import backward_pass as backward
 
     return (backward.bn_backward,)
 
 
 def _book_numerical_gradient():
-    from .. import backward
+    from ..lessons import backward_pass as backward
 
     return (backward.numerical_gradient,)
 

@@ -5,7 +5,7 @@ height, width, channels, groups, axes, epsilon, clipping limits). The channels o
 have different means and spreads (one spread is small, so that epsilon matters), so every
 known mistake gives a different answer. The right answers come from Keras' own layers
 (``GroupNormalization``, ``LayerNormalization``) or, for batch renormalization, from
-:func:`bnbook.small_batch.renorm_reference`, which the tests check against
+:func:`bnbook.lessons.small_batches.renorm_reference`, which the tests check against
 ``BatchNormalization(renorm=True)``; the known-wrong answers are computed in float64 and matched
 with :func:`._core.match`.
 """
@@ -458,7 +458,7 @@ RENORM_CASES = (
 def renorm_r_d(fn):
     """Check ``renorm_r_d(x, moving_mean, moving_std, eps, rmax, dmax)`` -> (r, d)."""
     __tracebackhide__ = True
-    from ..small_batch import renorm_reference
+    from ..lessons.small_batches import renorm_reference
 
     for case in cases(*RENORM_CASES):
         shape, eps, rmax, dmax = case.x, case.eps, case.rmax, case.dmax

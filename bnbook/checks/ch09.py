@@ -32,16 +32,16 @@ def _broadcast_hint(err: ExerciseMistake, hint: str) -> ExerciseMistake:
 
 
 def _book_folding():
-    """The book's own folding (bnbook.deploy): 9.3 asks the learner to write it."""
-    from .. import deploy
+    """The book's own folding (bnbook.folding): 9.3 asks the learner to write it."""
+    from .. import folding
 
-    return (deploy.fold_bn, deploy.fold_model)
+    return (folding.fold_bn, folding.fold_model)
 
 
 def _book_merging():
-    from .. import deploy
+    from .. import statistics
 
-    return (deploy.merge_moments, deploy.merge_replica_moments)
+    return (statistics.merge_moments, statistics.merge_replica_moments)
 
 
 def _call(fn, *args, what, hint, case, refuse=()):
@@ -466,7 +466,7 @@ def bn_from_pytorch(fn):
     __tracebackhide__ = True
     import keras
 
-    from ..deploy import pytorch_bn_reference
+    from ..lessons.devices_deployment import pytorch_bn_reference
 
     for case in cases(dict(channels=3, eps=1e-5, momentum=0.1, channels_first=True, _seed=941),
                       dict(channels=5, eps=2e-4, momentum=0.05, channels_first=False, _seed=942),

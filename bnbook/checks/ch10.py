@@ -347,3 +347,169 @@ def adapt_bn_layer(fn):
                        "batch's mean and biased variance over every axis but the last.")
     return ("sets the exact statistics of the stream in 3 cases: dense and convolutional inputs, "
             "batches of 1 to 8 examples, momentum 0.5 to 0.99 ignored as it should be")
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 10.4: one TENT step on any Keras model
+# ---------------------------------------------------------------------------------------------
+
+TENT_MESSAGES = {
+    "inference": (
+        "Your forward pass used the stored statistics (training=False): TENT normalises with the "
+        "target batch's own statistics.",
+        "call the model with training=True inside the tape, so that every BN layer uses the "
+        "batch's mean and variance."),
+    "all_variables": (
+        "You updated more than gamma and beta: every trainable weight moved.",
+        "collect only the BN layers' gamma and beta (nested models included) and take the "
+        "gradient with respect to those."),
+    "ascent": (
+        "Your step went up the entropy, not down: the sign of the update is flipped.",
+        "plain SGD subtracts learning_rate * gradient."),
+    "summed": (
+        "You summed the entropies over the batch; TENT minimises their mean.",
+        "average the per-example entropies (tf.reduce_mean) so the step does not grow with the "
+        "batch size."),
+    "top_level": (
+        "Only the top-level BN layers moved: the BN layers inside nested models kept their gamma "
+        "and beta.",
+        "walk into nested models (a layer that has .layers) when you collect the BN layers."),
+    "moving_changed": (
+        "The moving statistics changed: calling the model with training=True updated them, and "
+        "TENT leaves them as they were.",
+        "save every BN layer's moving mean and variance before the forward pass and assign them "
+        "back after it."),
+    "entropy_after": (
+        "The entropy you returned is the one after the step; return the one the step minimised.",
+        "return the mean entropy you computed inside the tape, before applying the gradient."),
+}
+
+TENT_CASES = (
+    dict(model="Dense-BN-ReLU-Dense", batch=16, features=5, learning_rate=0.1),
+    dict(model="conv block nested in a functional model, BN(center=False) after a Dense",
+         batch=8, features=(6, 6, 2), learning_rate=0.05),
+    dict(model="BN(scale=False), a frozen Dense", batch=12, features=3, learning_rate=0.5),
+)
+
+
+def _tent_model(index):
+    """One of the three models of TENT_CASES, seeded, with moving statistics away from 0 and 1."""
+    import keras
+
+    keras.utils.set_random_seed(40 + index)
+    layers = keras.layers
+    if index == 0:
+        model = keras.Sequential([keras.Input((5,)), layers.Dense(6, use_bias=False),
+                                  layers.BatchNormalization(), layers.ReLU(), layers.Dense(3)])
+    elif index == 1:
+        block = keras.Sequential([keras.Input((6, 6, 2)), layers.Conv2D(4, 3, use_bias=False),
+                                  layers.BatchNormalization(), layers.ReLU()], name="block")
+        inputs = keras.Input((6, 6, 2))
+        h = layers.GlobalAveragePooling2D()(block(inputs))
+        h = layers.BatchNormalization(center=False)(layers.Dense(5, use_bias=False)(h))
+        model = keras.Model(inputs, layers.Dense(4)(layers.ReLU()(h)))
+    else:
+        frozen = layers.Dense(7)
+        model = keras.Sequential([keras.Input((3,)), frozen, layers.BatchNormalization(scale=False),
+                                  layers.ReLU(), layers.Dense(3)])
+        frozen.trainable = False
+    rng = np.random.default_rng(index)
+    from ..statistics import bn_layers
+
+    for layer in bn_layers(model):
+        size = layer.moving_mean.shape[0]
+        layer.moving_mean.assign(rng.normal(0.0, 0.5, size).astype(np.float32))
+        layer.moving_variance.assign(rng.uniform(0.5, 2.0, size).astype(np.float32))
+        if layer.gamma is not None:
+            layer.gamma.assign(rng.uniform(0.5, 1.5, size).astype(np.float32))
+    return model
+
+
+def _tent_inputs(case, index):
+    shape = (case.batch, *np.atleast_1d(case.features))
+    rng = np.random.default_rng(100 + index)
+    return (rng.standard_normal(shape) * 1.5 + 0.7).astype(np.float32)
+
+
+def _tent_reference(model, x, learning_rate, how="right"):
+    """One TENT step on ``model`` done here (in place), the right way or a known wrong one;
+    returns the entropy it reports."""
+    import tensorflow as tf
+
+    from ..statistics import bn_layers
+
+    layers = bn_layers(model) if how != "top_level" else [
+        layer for layer in model.layers if layer in bn_layers(model)]
+    if how == "all_variables":
+        variables = list(model.trainable_variables)
+    else:
+        variables = [v for layer in layers for v in (layer.gamma, layer.beta) if v is not None]
+    saved = [(v, v.numpy()) for layer in bn_layers(model)
+             for v in (layer.moving_mean, layer.moving_variance)]
+    with tf.GradientTape() as tape:
+        log_p = tf.nn.log_softmax(model(x, training=how != "inference"))
+        per_example = -tf.reduce_sum(tf.exp(log_p) * log_p, axis=1)
+        entropy = tf.reduce_sum(per_example) if how == "summed" else tf.reduce_mean(per_example)
+    sign = -1.0 if how == "ascent" else 1.0
+    for variable, gradient in zip(variables, tape.gradient(entropy, variables)):
+        variable.assign_sub(sign * learning_rate * gradient)
+    if how != "moving_changed":
+        for variable, value in saved:
+            variable.assign(value)
+    if how == "entropy_after":
+        log_p = tf.nn.log_softmax(model(x, training=True))
+        entropy = -tf.reduce_mean(tf.reduce_sum(tf.exp(log_p) * log_p, axis=1))
+        for variable, value in saved:
+            variable.assign(value)
+    return float(entropy)
+
+
+def _tent_state(model, entropy, names):
+    state = {"entropy": entropy}
+    state.update({name: v.numpy().copy() for name, v in zip(names, model.variables)})
+    return state
+
+
+@checker("10.4")
+def tent_step(fn):
+    """Check ``tent_step(model, x, learning_rate)``: one SGD step on the mean prediction entropy
+    of a training-mode pass, on every BN layer's gamma and beta only (nested models, BN without
+    gamma or beta, frozen layers), moving statistics restored, the entropy before the step."""
+    __tracebackhide__ = True
+    from .. import statistics
+    from ..lessons import distribution_shift
+
+    for index, case in enumerate(cases(*TENT_CASES)):
+        model = _tent_model(index)
+        x = _tent_inputs(case, index)
+        names = [f"variable {k} ({v.path.split('/', 1)[-1]})" for k, v in enumerate(model.variables)]
+        start = [v.numpy().copy() for v in model.variables]
+
+        def outcome(how, model=model, x=x, names=names, start=start, rate=case.learning_rate):
+            for variable, value in zip(model.variables, start):
+                variable.assign(value)
+            entropy = _tent_reference(model, x, rate, how)
+            return _tent_state(model, entropy, names)
+
+        want = outcome("right")
+        wrong = [Wrong(partial(outcome, how), *TENT_MESSAGES[how]) for how in TENT_MESSAGES]
+        if index != 1:      # no nested model: the top-level layers are all of them
+            wrong = [w for w in wrong if w.mistake != TENT_MESSAGES["top_level"][0]]
+        for variable, value in zip(model.variables, start):
+            variable.assign(value)
+        entropy = call(fn, model, x.copy(), case.learning_rate, what="tent_step", case=case,
+                       refuse=(distribution_shift.tent, statistics.recalibrate_bn),
+                       hint="compute the entropy under a tf.GradientTape, then assign_sub the "
+                            "gradients to the BN variables.")
+        try:
+            entropy = float(entropy)
+        except (TypeError, ValueError):
+            raise ExerciseMistake(
+                f"In {case}: tent_step returned {type(entropy).__name__}, not the entropy.",
+                "return the mean entropy before the step as a Python float.") from None
+        match(_tent_state(model, entropy, names), want, wrong=wrong, case=case,
+              name="the model after your step", atol=1e-5, rtol=1e-4,
+              selftest="with learning_rate=0, every variable should be unchanged and the "
+                       "entropy should be that of a training-mode pass.")
+    return ("one TENT step matches in 3 cases: dense and convolutional models, a nested block, "
+            "BN without gamma or without beta, a frozen Dense, learning rates 0.05 to 0.5")

@@ -56,7 +56,7 @@ def no_data_notebook() -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("# A learner without the data, offline"),
         nbformat.v4.new_code_cell('import os\nos.environ.pop("MNIST_NPZ", None)  # no copy here'),
-        nbformat.v4.new_code_cell("from bnbook.data import load_mnist\nload_mnist()"),
+        nbformat.v4.new_code_cell("from bnbook.lessons.data import load_mnist\nload_mnist()"),
     ])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb

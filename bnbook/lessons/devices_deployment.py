@@ -9,8 +9,7 @@ Sections:
     devices    -- split_cpu, local_values
     data       -- two_clusters, one_class_per_replica, shuffled_batches
     training   -- train_replicated (a small Dense -> BN -> ReLU -> Dense net under a strategy)
-    moments    -- moments_from_sums (what Keras' synchronized BN does), merge_moments (Chan et al.)
-    folding    -- fold_bn, fold_model, has_bn
+    (moment merging and folding are the practitioner API's: bnbook.statistics, bnbook.folding)
     toolchain  -- quiet_stderr, tflite_ops
     timing     -- inference_seconds, bench_ratios (printed by ``make bench``)
 """
@@ -27,6 +26,8 @@ import warnings
 import keras
 import numpy as np
 import tensorflow as tf
+
+from ..folding import fold_model
 
 BatchNorm = keras.layers.BatchNormalization
 
@@ -113,115 +114,6 @@ def train_replicated(strategy, dataset, synchronized: bool, epochs: int = 2, see
                       metrics=["accuracy"])
     model.fit(dataset, epochs=epochs, shuffle=False, verbose=0)
     return model
-
-
-# --- moments ------------------------------------------------------------------------------------
-
-def moments_from_sums(count, total, total_of_squares):
-    """Mean and (biased) variance from a count, a sum and a sum of squares: the textbook
-    E[x^2] - E[x]^2, which is what Keras' ``synchronized=True`` computes from its all-reduced
-    sums. Exact in real numbers; in float32 it cancels catastrophically when |mean| >> std."""
-    mean = total / count
-    return mean, total_of_squares / count - mean * mean
-
-
-def merge_moments(first, second):
-    """Merge two (count, mean, M2) triples, M2 being the sum of squared deviations from the mean
-    (Chan, Golub & LeVeque): no large numbers are subtracted, so float32 keeps its precision."""
-    n_a, mean_a, m2_a = first
-    n_b, mean_b, m2_b = second
-    n = n_a + n_b
-    delta = mean_b - mean_a
-    return n, mean_a + delta * (n_b / n), m2_a + m2_b + delta * delta * (n_a * n_b / n)
-
-
-def merge_replica_moments(counts, means, variances):
-    """Global (mean, biased variance) of replicas given as per-replica count, mean and variance."""
-    merged = (counts[0], means[0], variances[0] * counts[0])
-    for n, mean, variance in zip(counts[1:], means[1:], variances[1:]):
-        merged = merge_moments(merged, (n, mean, variance * n))
-    n, mean, m2 = merged
-    return mean, m2 / n
-
-
-# --- folding ------------------------------------------------------------------------------------
-
-def fold_bn(kernel, bias, gamma, beta, mean, variance, epsilon):
-    """Fold an inference-mode BN into the layer before it, one output channel at a time.
-
-    Works for Dense kernels (in, out) and Conv2D kernels (kh, kw, in, out): Keras keeps the output
-    channel on the kernel's last axis. ``bias`` may be None (``use_bias=False``).
-    Returns (kernel', bias') with W' = W * s and b' = (b - mean) * s + beta, s = gamma / sqrt(var + eps).
-    """
-    scale = gamma / np.sqrt(variance + epsilon)
-    if bias is None:
-        bias = np.zeros_like(mean)
-    return kernel * scale, (bias - mean) * scale + beta
-
-
-def bn_arrays(layer):
-    """(gamma, beta, moving_mean, moving_variance, epsilon) of a BN layer, as NumPy arrays."""
-    size = layer.moving_mean.shape[0]
-    gamma = layer.gamma.numpy() if layer.scale else np.ones(size, np.float32)
-    beta = layer.beta.numpy() if layer.center else np.zeros(size, np.float32)
-    return gamma, beta, layer.moving_mean.numpy(), layer.moving_variance.numpy(), layer.epsilon
-
-
-def _why_not_foldable(layer, bn) -> str | None:
-    """Why ``bn`` cannot be folded exactly into ``layer`` (the layer just before it), or None."""
-    if isinstance(layer, (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
-                          keras.layers.Conv2DTranspose)):
-        return (f"{layer.name} is a {type(layer).__name__}, whose kernel keeps the output channel "
-                "on another axis than the last; fold_bn scales the last axis")
-    if not isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
-        return f"it does not follow a Dense or Conv2D (it follows {layer.name})"
-    if layer.activation is not keras.activations.linear:
-        return (f"{layer.name} applies the activation {layer.activation.__name__!r} before the "
-                "BN: the BN's scale and shift cannot move through it into the kernel")
-    if bn.axis not in (-1, len(bn.input.shape) - 1):
-        return f"it normalises axis {bn.axis}, not the channel axis (the last)"
-    return None
-
-
-def fold_model(model):
-    """A copy of a Sequential model with each BN that follows a Dense or Conv2D folded into it.
-
-    Only exact folds are made: the layer before the BN must be a ``Dense`` or ``Conv2D`` without
-    an activation of its own, and the BN must normalise the last axis. Any other BN raises a
-    ``ValueError`` that says why (an activation between them; a depthwise, separable or
-    transposed convolution, whose kernels keep the output channel on another axis; anything
-    else before it). The copy has no BN left, and in inference mode it computes what ``model``
-    computes in inference mode.
-    """
-    layers, pending = [], None
-    for layer in model.layers:
-        if isinstance(layer, BatchNorm):
-            reason = ("it is the first layer" if pending is None
-                      else _why_not_foldable(pending, layer))
-            if reason:
-                raise ValueError(f"cannot fold {layer.name}: {reason}")
-            source = pending
-            kernel, bias = fold_bn(source.kernel.numpy(),
-                                   source.bias.numpy() if source.use_bias else None,
-                                   *bn_arrays(layer))
-            config = dict(source.get_config(), use_bias=True, name=source.name + "_folded")
-            folded = type(source).from_config(config)
-            layers[-1] = (folded, [kernel, bias])
-            pending = None
-            continue
-        pending = layer
-        layers.append((type(layer).from_config(layer.get_config()), layer.get_weights()))
-    folded_model = keras.Sequential([keras.Input(model.input_shape[1:])]
-                                    + [layer for layer, _ in layers], name=model.name + "_folded")
-    for layer, weights in layers:
-        layer.set_weights(weights)
-    return folded_model
-
-
-def has_bn(model) -> bool:
-    """True if any layer of the model (nested models included) is a BatchNormalization."""
-    return any(isinstance(layer, BatchNorm) or (hasattr(layer, "layers") and has_bn(layer))
-               for layer in model.layers)
 
 
 def small_conv_net(seed: int = 0, channels: int = 16, size: int = 28, classes: int = 10):

@@ -7,7 +7,7 @@
 * :func:`numerical_gradient`, :func:`relative_error` -- centred finite differences in float64 and
   CS231n's relative error, for gradient checks;
 * :class:`MLP` -- chapter 2's 784-100-100-10 sigmoid network (weights from
-  :func:`bnbook.mnist_mlp.initial_weights`, trained by :func:`bnbook.mnist_mlp.train`) with the
+  :func:`.mnist_experiment.initial_weights`, trained by :func:`.mnist_experiment.train`) with the
   BN transform passed in, so the same network runs with autograd's BN, the custom op, or none;
   :func:`keras_mlp` is the same network built from Keras layers;
 * :func:`sgd_step`, :func:`sgd_loop`, :func:`time_training`, :func:`bench_ratios` -- the timing
@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from . import mnist_mlp
+from . import mnist_experiment as mnist_mlp
 
 EPSILON = mnist_mlp.EPSILON  # 1e-3, chapter 2's epsilon
 

@@ -1,12 +1,12 @@
 """Chapter 8: small training batches, and the normalisations that replace BN there.
 
-Everything is sized for a 2-core CPU. The networks are :func:`bnbook.convnets.make_cnn`'s small CNN
+Everything is sized for a 2-core CPU. The networks are :func:`.conv_resnets.make_cnn`'s small CNN
 (two stride-2 convolutions, then a dense layer, each followed by the normalisation under test) on
 MNIST digits shrunk to 14x14, so that a training step costs little more than its fixed overhead.
 Runs this short are chaotic (a last-bit difference in one kernel changes a batch-2 run's accuracy
 by 0.1), so every setting is trained with several seeds, and the seeds are trained side by side.
 
-* :func:`small_images` -- :func:`bnbook.convnets.mnist_images`, average-pooled to 14x14;
+* :func:`small_images` -- :func:`bnbook.lessons.conv_resnets.mnist_images`, average-pooled to 14x14;
 * :data:`NORMALIZATIONS` -- the five normalisations the chapter compares, as layer factories;
   :func:`conv_and_dense` -- one normalisation in the convolutions, another in the dense layer;
 * :func:`make_net` -- one network; :func:`make_stack` -- one network per seed, side by side, as
@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import convnets
+from . import conv_resnets as convnets
 
 __all__ = ["BATCH_SIZES", "EXAMPLES_SEEN", "LR_PER_EXAMPLE", "BN_MOMENTUM", "IMAGE_SHAPE",
            "NORMALIZATIONS", "small_images", "make_net", "make_stack", "layer_output", "Trainer",
@@ -53,7 +53,7 @@ IMAGE_SHAPE = (14, 14, 1)
 # --- data ---------------------------------------------------------------------------------------
 
 def small_images(n_train: int = EXAMPLES_SEEN, n_test: int = 2000, seed: int = 0):
-    """:func:`bnbook.convnets.mnist_images`, each image average-pooled 2x2 to 14x14.
+    """:func:`bnbook.lessons.conv_resnets.mnist_images`, each image average-pooled 2x2 to 14x14.
 
     Returns ``(x_train, y_train), (x_test, y_test)``: float32 NHWC images in [0, 1] of shape
     ``(n, 14, 14, 1)`` and int64 labels.
@@ -118,7 +118,7 @@ def make_net(norm, seed: int = 0):
     """The chapter's CNN for 14x14 images: Conv(8, 3x3, stride 2) -> norm -> ReLU ->
     Conv(16, stride 2) -> norm -> ReLU -> Flatten -> Dense(32) -> norm -> ReLU -> Dense(10).
 
-    ``norm`` is a :data:`NORMALIZATIONS` value (or anything :func:`bnbook.convnets.make_norm`
+    ``norm`` is a :data:`NORMALIZATIONS` value (or anything :func:`bnbook.lessons.conv_resnets.make_norm`
     takes). Feature maps are 7x7x8 and 4x4x16.
     """
     return convnets.make_cnn(norm, filters=(8, 16), dense_units=DENSE_UNITS, seed=seed,

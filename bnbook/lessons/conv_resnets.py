@@ -12,12 +12,10 @@ weights, training runs of about a hundred steps. The public API:
   steps inside one ``tf.function``), returning the loss of every step;
 * :func:`predict_classes`, :func:`accuracy` -- inference-mode (or training-mode) predictions and
   accuracy, batch by batch (a float16 model through XLA, like its training);
-* :func:`recalibrate_bn` -- replace every BN layer's moving statistics, nested models included,
-  by the exact statistics of its inputs over a data set, the whole model in inference mode
-  (Dropout off); :func:`bn_input_statistics` computes the same without changing the model.
 
-``bn_layers``, ``moving_stats`` and ``same_arrays`` come from :mod:`bnbook.keras_demos` and are
-re-exported here.
+Exact recalibration (``bnbook.recalibrate_bn``) and ``bnbook.bn_layers`` / ``bnbook.moving_stats``
+are the practitioner API's (:mod:`bnbook.statistics`); ``same_arrays`` comes from
+:mod:`bnbook.lessons.keras_layer` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -28,12 +26,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .keras_demos import bn_layers, moving_stats, same_arrays
-from .mnist_mlp import batch_indices
+from .keras_layer import same_arrays
+from .mnist_experiment import batch_indices
 
 __all__ = ["IMAGE_SHAPE", "mnist_images", "make_norm", "make_cnn", "residual_block", "make_resnet",
-           "train", "predict_classes", "accuracy", "recalibrate_bn", "bn_input_statistics",
-           "bn_layers", "moving_stats", "same_arrays"]
+           "train", "predict_classes", "accuracy", "same_arrays"]
 
 IMAGE_SHAPE = (28, 28, 1)
 BatchNorm = keras.layers.BatchNormalization
@@ -333,124 +330,3 @@ def accuracy(model, x, y, batch_size: int = 500, training: bool = False) -> floa
     """Fraction of correct predictions, computed ``batch_size`` images at a time (inference mode
     unless ``training=True``)."""
     return float(np.mean(predict_classes(model, x, batch_size, training) == y))
-
-
-# --- recalibration ---------------------------------------------------------------------------
-
-def _reduction_axes(layer, ndim: int) -> list[int]:
-    """The axes a BN layer takes its statistics over: every axis but its feature axis."""
-    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
-    keep = {axis % ndim for axis in axes}
-    return [axis for axis in range(ndim) if axis not in keep]
-
-
-class _InputMoments:
-    """Exact float64 mean and biased variance of everything a BN layer receives, per feature,
-    pooled over calls: each call's count, mean and sum of squared deviations, combined exactly
-    (Chan, Golub & LeVeque's pairwise update), so that no E[x^2] - E[x]^2 cancellation occurs.
-    A mask (one dimension less than the inputs, as Keras' BN takes it) weights the values."""
-
-    def __init__(self):
-        self.count, self.mean, self.m2 = 0.0, 0.0, 0.0
-
-    def add(self, layer, inputs, mask=None):
-        x = tf.cast(inputs, tf.float64)
-        axes = _reduction_axes(layer, len(x.shape))
-        if mask is None:
-            weights = tf.ones_like(x)
-        else:
-            weights = tf.broadcast_to(tf.cast(tf.expand_dims(mask, -1), tf.float64), tf.shape(x))
-        count = tf.reduce_sum(weights, axes)
-        mean = tf.math.divide_no_nan(tf.reduce_sum(weights * x, axes), count)
-        centred = x - tf.reshape(mean, [1 if a in axes else -1 for a in range(len(x.shape))])
-        m2 = tf.reduce_sum(weights * centred ** 2, axes)
-        count, mean, m2 = count.numpy(), mean.numpy(), m2.numpy()
-        total = self.count + count
-        share = np.divide(count, total, out=np.zeros_like(total), where=total > 0)
-        delta = mean - self.mean
-        self.m2 = self.m2 + m2 + delta ** 2 * self.count * share
-        self.mean = self.mean + delta * share
-        self.count = total
-
-    def statistics(self, old_mean, old_variance):
-        """(mean, variance) as float32; features that received no value keep the old ones."""
-        seen = np.asarray(self.count) > 0
-        variance = np.divide(self.m2, self.count, out=np.zeros_like(np.asarray(self.count)),
-                             where=seen)
-        return (np.where(seen, self.mean, old_mean).astype(np.float32),
-                np.where(seen, variance, old_variance).astype(np.float32))
-
-
-def _recording(layer, moments, original):
-    """A replacement for ``layer.call`` that records its inputs, then runs the layer's own call
-    in inference mode (its moving statistics, which stay as they are during the pass)."""
-    def call(inputs, *args, training=None, mask=None, **kwargs):
-        moments.add(layer, inputs, mask)
-        if mask is not None:
-            kwargs["mask"] = mask
-        return original(inputs, *args, training=False, **kwargs)
-    return call
-
-
-def _exact_bn_statistics(model, x, batch_size: int, assign: bool) -> list[np.ndarray]:
-    """The exact mean and variance of each BN layer's inputs over ``x``, layer after layer, the
-    whole model in inference mode, each layer's moving statistics set to them before the next
-    layer's pass. With ``assign=False``, or if a pass fails, every layer's moving statistics are
-    put back as they were at the end."""
-    layers = bn_layers(model)
-    saved = moving_stats(model)
-    found, done = [], False
-    try:
-        for layer in layers:
-            moments = _InputMoments()
-            own_call = layer.__dict__.get("call")      # an instance attribute, if there is one
-            layer.call = _recording(layer, moments, layer.call)
-            try:
-                for start in range(0, len(x), batch_size):
-                    model(x[start:start + batch_size], training=False)
-            finally:
-                if own_call is None:
-                    del layer.call                      # back to the class's own call
-                else:
-                    layer.call = own_call
-            found += moments.statistics(layer.moving_mean.numpy(), layer.moving_variance.numpy())
-            _set_moving_stats(layer, *found[-2:])
-        done = True
-    finally:
-        if not (assign and done):
-            for layer, mean, variance in zip(layers, saved[::2], saved[1::2]):
-                _set_moving_stats(layer, mean, variance)
-    return found
-
-
-def _set_moving_stats(layer, mean, variance):
-    layer.moving_mean.assign(mean)
-    layer.moving_variance.assign(variance)
-    if getattr(layer, "renorm", False):        # batch renorm keeps a moving stddev as well
-        layer.moving_stddev.assign(np.sqrt(variance + np.float32(layer.epsilon)))
-
-
-def recalibrate_bn(model, x, batch_size: int = 500) -> int:
-    """Set every BN layer's moving statistics to the exact mean and (biased) variance of its
-    inputs over ``x``, computed with the whole model in inference mode. Returns the number of
-    BN layers.
-
-    Works for functional and ``Sequential`` models, nested models included, and changes nothing
-    but the moving statistics (no flag is touched). The BN layers are done one at a time, in
-    order, one pass over ``x`` each, so that each one sees its inputs as they will be at
-    inference, with the layers before it already recalibrated. During layer k's pass
-    the model is called with ``training=False`` (Dropout and every other layer in inference
-    mode), and layer k's ``call`` is replaced, for that pass only, by one that accumulates the
-    count, mean and sum of squared deviations of its inputs over every axis but its feature
-    axis (in float64, weighted by the mask if the layer gets one) and then runs the layer's own
-    call in inference mode. The original ``call`` is restored even if a pass fails.
-    """
-    _exact_bn_statistics(model, x, batch_size, assign=True)
-    return len(bn_layers(model))
-
-
-def bn_input_statistics(model, x, batch_size: int = 500) -> list[np.ndarray]:
-    """What :func:`recalibrate_bn` would store, without changing ``model``: for every BN layer,
-    in order, the exact mean and variance of its inputs over ``x`` (a flat list, like
-    :func:`moving_stats`), the earlier BN layers recalibrated, everything in inference mode."""
-    return _exact_bn_statistics(model, x, batch_size, assign=False)

@@ -7,7 +7,7 @@ and returns new images in [0, 1] of the same shape:
 * :data:`CORRUPTIONS` -- the names, in the order the chapter shows them;
 * :func:`corrupt` -- apply one of them (``corrupt(x, "rotation", severity=2, seed=0)``).
 
-Adaptation helpers for a BN network built by :func:`bnbook.convnets.make_cnn` (a ``Sequential``
+Adaptation helpers for a BN network built by :func:`bnbook.lessons.conv_resnets.make_cnn` (a ``Sequential``
 whose BN layers are direct layers of the model):
 
 * :func:`mixed_statistics` -- Schneider et al.'s (2020) mix of source and target statistics with
@@ -194,7 +194,7 @@ _FORWARDS: dict = {}   # (id of the model, batch size) -> (model, traced forward
 
 
 def forward_with_batch_stats(model, x, batch_size: int, prior: float = 0.0):
-    """Logits of ``model`` (a ``Sequential`` of :func:`bnbook.convnets.make_cnn`) on ``x`` with
+    """Logits of ``model`` (a ``Sequential`` of :func:`bnbook.lessons.conv_resnets.make_cnn`) on ``x`` with
     every BN layer using test-batch statistics: the images are cut into consecutive groups of
     ``batch_size`` (``len(x)`` must be a multiple of it) and each group is normalised by its own
     mean and biased variance, mixed with the stored moving statistics as

@@ -35,7 +35,7 @@ def mnist_digits(digits, n_train: int, n_test: int, path=None):
     """Flat MNIST images of the given digits, labels renumbered 0..len(digits)-1.
 
     Returns (x_train, y_train), (x_test, y_test): the first n_train / n_test such images, as
-    float32 vectors in [0, 1] (the same numbers as ``bnbook.data.mnist_flat``).
+    float32 vectors in [0, 1] (the same numbers as ``bnbook.lessons.data.mnist_flat``).
     """
     (x_train, y_train), (x_test, y_test) = _mnist_once(path)
     lookup = np.full(10, -1, dtype=np.int64)
@@ -119,17 +119,6 @@ def compile_classifier(model, optimizer, run_eagerly: bool = False, metrics=("ac
 
 # --- inspection ---------------------------------------------------------------------------------
 
-def bn_layers(model):
-    """Every BatchNormalization layer inside a model, nested models included, in order."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, BatchNorm):
-            found.append(layer)
-        elif hasattr(layer, "layers"):
-            found.extend(bn_layers(layer))
-    return found
-
-
 def layer_links(model):
     """(class of the producing layer, class of the consuming layer) for every connection of a
     functional model, read from ``model.get_config()``: e.g. ("Conv2D", "BatchNormalization")."""
@@ -142,12 +131,6 @@ def layer_links(model):
                 for tensor in arg if isinstance(arg, list) else [arg]:
                     links.append((kind[tensor["config"]["keras_history"][0]], layer["class_name"]))
     return links
-
-
-def moving_stats(model):
-    """Copies (NumPy) of every BN layer's moving mean and moving variance, in order."""
-    return [v.numpy().copy() for layer in bn_layers(model)
-            for v in (layer.moving_mean, layer.moving_variance)]
 
 
 def same_arrays(a, b) -> bool:
