@@ -383,3 +383,105 @@ def test_10_4_answers_within_a_second():
     start = time.perf_counter()
     check.tent_step(tent_step)
     assert time.perf_counter() - start < 1.0
+
+
+# ---- 10.5: adapt_with_prior(model, x, prior) -------------------------------------------------
+
+def adapt_with_prior(model, x, prior, how="right"):
+    """A learner's model-wide prior adaptation, and (through `how`) the mistakes learners make."""
+    import bnbook
+
+    layers = bnbook.bn_layers(model)
+    if how == "top_level":
+        layers = [layer for layer in model.layers
+                  if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    if how == "trainable_only":
+        layers = [layer for layer in layers if layer.trainable]
+
+    def inputs_of(targets):
+        seen = {}
+        for layer in targets:
+            own = layer.call
+
+            def rec(inputs, *args, training=None, _own=own, _name=layer.name, **kwargs):
+                seen[_name] = tf.cast(inputs, tf.float64).numpy()
+                return _own(inputs, *args, training=False, **kwargs)
+            layer.call = rec
+        model(x, training=False)
+        for layer in targets:
+            del layer.call
+        return [seen[layer.name] for layer in targets]
+
+    first_pass = inputs_of(layers) if how == "one_pass" else None
+    for k, layer in enumerate(layers):
+        h = first_pass[k] if how == "one_pass" else inputs_of([layer])[0]
+        h = h.reshape(-1, h.shape[-1])
+        n = len(h) if how == "values_counted" else x.shape[0]
+        prior_ = 16.0 if how == "hard_prior" else prior
+        w = prior_ / (prior_ + n)
+        if how == "weights_swapped":
+            w = n / (prior_ + n)
+        mean, var = h.mean(0), h.var(0, ddof=1 if how == "unbiased" else 0)
+        layer.moving_mean.assign(w * layer.moving_mean.numpy() + (1 - w) * mean)
+        layer.moving_variance.assign(w * layer.moving_variance.numpy() + (1 - w) * var)
+
+
+def test_10_5_accepts_a_solution_written_another_way(capsys):
+    passes(capsys, check.adapt_with_prior, adapt_with_prior, "10.5")
+
+
+def test_10_5_stub_is_not_done(capsys):
+    check.adapt_with_prior(stub)
+    assert "Exercise 10.5 is not done yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how, message", [
+    ("one_pass", "one pass of the unadapted model"),
+    ("top_level", "inside nested models kept"),
+    ("trainable_only", "frozen BN layers kept"),
+    ("weights_swapped", "weights are swapped"),
+    ("values_counted", "counted the batch's values"),
+    ("unbiased", "unbiased batch variance"),
+])
+def test_10_5_names_each_known_mistake(how, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.adapt_with_prior(lambda model, x, prior: adapt_with_prior(model, x, prior, how))
+
+
+def test_10_5_locates_a_hard_coded_prior():
+    with pytest.raises(ExerciseMistake, match=r"prior"):
+        check.adapt_with_prior(lambda model, x, prior: adapt_with_prior(model, x, prior,
+                                                                        "hard_prior"))
+
+
+def test_10_5_rejects_a_training_mode_pass_and_the_books_recalibration():
+    def training_mode(model, x, prior):
+        import bnbook
+
+        for layer in bnbook.bn_layers(model):
+            layer.momentum = prior / (prior + len(x))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model(x, training=True))
+        for v, g in zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables)):
+            if g is not None:
+                v.assign_sub(0.1 * g)
+
+    with pytest.raises(ExerciseMistake, match="changed trainable weights"):
+        check.adapt_with_prior(training_mode)
+
+    def by_the_book(model, x, prior):
+        import bnbook
+
+        bnbook.recalibrate_bn(model, x)
+
+    with pytest.raises(ExerciseMistake, match="calls the book's own"):
+        check.adapt_with_prior(by_the_book)
+
+
+def test_10_5_answers_within_a_second():
+    import time
+
+    check.adapt_with_prior(adapt_with_prior)
+    start = time.perf_counter()
+    check.adapt_with_prior(adapt_with_prior)
+    assert time.perf_counter() - start < 1.0

@@ -513,3 +513,174 @@ def tent_step(fn):
                        "entropy should be that of a training-mode pass.")
     return ("one TENT step matches in 3 cases: dense and convolutional models, a nested block, "
             "BN without gamma or without beta, a frozen Dense, learning rates 0.05 to 0.5")
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 10.5: a prior strength for every BN layer of any Keras model
+# ---------------------------------------------------------------------------------------------
+
+PRIOR_MESSAGES = {
+    "one_pass": (
+        "Every layer's batch statistics came from one pass of the unadapted model; the layers "
+        "after the first see inputs that the earlier, already adapted layers produce.",
+        "adapt the BN layers one at a time, in order, with one inference-mode pass of the model "
+        "per layer."),
+    "top_level": (
+        "The BN layers inside nested models kept their stored statistics.",
+        "collect the BN layers with bnbook.bn_layers(model), which walks into nested models."),
+    "trainable_only": (
+        "The frozen BN layers kept their stored statistics: their statistics describe the "
+        "source data just as much.",
+        "adapt every BN layer, trainable or not: trainable only says whether gamma and beta "
+        "learn."),
+    "weights_swapped": MIXED_MESSAGES["weights_swapped"],
+    "values_counted": MIXED_MESSAGES["values_counted"],
+    "unbiased": MIXED_MESSAGES["unbiased"],
+}
+
+PRIOR_CASES = (
+    dict(model="Dense-BN-ReLU-Dense-BN-ReLU-Dense", batch=8, features=5, prior=16.0),
+    dict(model="a nested conv block, then a frozen BN", batch=4, features=(5, 5, 2), prior=4.0),
+    dict(model="a frozen nested block, then a BN", batch=32, features=(4, 4, 3), prior=64.0),
+)
+
+
+def _prior_model(index):
+    """One of PRIOR_CASES' models, seeded, its stored statistics far from 0 and 1."""
+    import keras
+
+    from ..statistics import bn_layers
+
+    keras.utils.set_random_seed(60 + index)
+    layers = keras.layers
+    if index == 0:
+        model = keras.Sequential([keras.Input((5,)), layers.Dense(6), layers.BatchNormalization(),
+                                  layers.ReLU(), layers.Dense(4), layers.BatchNormalization(),
+                                  layers.ReLU(), layers.Dense(3)])
+    else:
+        shape = (5, 5, 2) if index == 1 else (4, 4, 3)
+        block = keras.Sequential([keras.Input(shape), layers.Conv2D(4, 3, padding="same"),
+                                  layers.BatchNormalization(), layers.ReLU()], name="block")
+        inputs = keras.Input(shape)
+        h = layers.Dense(5)(layers.GlobalAveragePooling2D()(block(inputs)))
+        last_bn = layers.BatchNormalization()
+        model = keras.Model(inputs, layers.Dense(3)(layers.ReLU()(last_bn(h))))
+        (last_bn if index == 1 else block).trainable = False
+    rng = np.random.default_rng(index)
+    for layer in bn_layers(model):
+        size = layer.moving_mean.shape[0]
+        layer.moving_mean.assign(rng.normal(0.0, 1.0, size).astype(np.float32))
+        layer.moving_variance.assign(rng.uniform(0.3, 3.0, size).astype(np.float32))
+    return model
+
+
+def _prior_reference(model, x, prior, how="right"):
+    """Adapt ``model`` in place, the right way or a known wrong one (float64 statistics)."""
+    from ..statistics import bn_layers
+
+    layers = bn_layers(model)
+    if how == "top_level":
+        layers = [layer for layer in layers if layer in model.layers]
+    if how == "trainable_only":
+        layers = [layer for layer in layers if layer.trainable and _parents_trainable(model, layer)]
+    inputs = _bn_inputs(model, x, layers) if how == "one_pass" else None
+    for k, layer in enumerate(layers):
+        h = inputs[k] if how == "one_pass" else _bn_inputs(model, x, [layer])[0]
+        axes = tuple(range(h.ndim - 1))
+        n = h.size // h.shape[-1] if how == "values_counted" else len(x)
+        w = prior / (prior + n)
+        if how == "weights_swapped":
+            w = 1.0 - w
+        mean, var = h.mean(axes), h.var(axes, ddof=1 if how == "unbiased" else 0)
+        layer.moving_mean.assign((w * layer.moving_mean.numpy() + (1 - w) * mean).astype(np.float32))
+        layer.moving_variance.assign(
+            (w * layer.moving_variance.numpy() + (1 - w) * var).astype(np.float32))
+
+
+def _parents_trainable(model, target) -> bool:
+    """False if ``target`` sits inside a nested model that is frozen."""
+    for layer in model.layers:
+        if layer is target:
+            return True
+        if hasattr(layer, "layers"):
+            if target in _all_layers(layer):
+                return layer.trainable and _parents_trainable(layer, target)
+    return True
+
+
+def _all_layers(model):
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if hasattr(layer, "layers"):
+            found += _all_layers(layer)
+    return found
+
+
+def _bn_inputs(model, x, layers):
+    """What each of ``layers`` receives in one inference-mode pass of ``model`` on ``x``."""
+    seen = {}
+    for layer in layers:
+        def recording(inputs, *args, _layer=layer, _own=layer.call, training=None, **kwargs):
+            seen[id(_layer)] = np.asarray(inputs, np.float64)
+            return _own(inputs, *args, training=False, **kwargs)
+        layer.call = recording
+    try:
+        model(x, training=False)
+    finally:
+        for layer in layers:
+            del layer.call
+    return [seen[id(layer)] for layer in layers]
+
+
+def _prior_state(model):
+    from ..statistics import bn_layers
+
+    return {f"BN layer {k} ({layer.name}) {what}": v.numpy().copy()
+            for k, layer in enumerate(bn_layers(model))
+            for what, v in (("moving mean", layer.moving_mean),
+                            ("moving variance", layer.moving_variance))}
+
+
+@checker("10.5")
+def adapt_with_prior(fn):
+    """Check ``adapt_with_prior(model, x, prior)``: every BN layer (nested, frozen) gets Schneider
+    et al.'s mix of its stored statistics and its inputs' on x, layer after layer."""
+    __tracebackhide__ = True
+    from .. import statistics
+
+    for index, case in enumerate(cases(*PRIOR_CASES)):
+        model = _prior_model(index)
+        rng = np.random.default_rng(200 + index)
+        x = (rng.standard_normal((case.batch, *np.atleast_1d(case.features))) * 2.0 + 1.0
+             ).astype(np.float32)
+        start = [v.numpy().copy() for v in model.variables]
+
+        def outcome(how, model=model, x=x, start=start, prior=case.prior):
+            for variable, value in zip(model.variables, start):
+                variable.assign(value)
+            _prior_reference(model, x, prior, how)
+            return _prior_state(model)
+
+        want = outcome("right")
+        wrong = [Wrong(partial(outcome, how), *PRIOR_MESSAGES[how]) for how in PRIOR_MESSAGES]
+        for variable, value in zip(model.variables, start):
+            variable.assign(value)
+        weights = [v.numpy().copy() for v in model.trainable_variables]
+        call(fn, model, x.copy(), case.prior, what="adapt_with_prior", case=case,
+             refuse=(statistics.recalibrate_bn, statistics.bn_input_statistics),
+             hint="for each BN layer in turn, record what it receives in one inference-mode pass, "
+                  "then assign the mixed statistics.")
+        if not all(np.array_equal(a, v.numpy()) for a, v in zip(weights, model.trainable_variables)):
+            raise ExerciseMistake(
+                f"In {case}: adapt_with_prior changed trainable weights (gamma, beta or a kernel); "
+                "only the moving statistics should change.",
+                "a training-mode call or an optimizer step moves weights; use inference-mode "
+                "passes and assign only moving_mean and moving_variance.")
+        match(_prior_state(model), want, wrong=wrong, case=case,
+              name="the model's moving statistics", atol=1e-5, rtol=1e-4,
+              selftest="with a very large prior, every BN layer should keep its stored statistics; "
+                       "with prior 0, model(x, training=False) should equal model(x, "
+                       "training=True) for a model without Dropout.")
+    return ("every BN layer adapted with the prior in 3 cases: dense and convolutional models, "
+            "nested blocks, frozen BN layers and a frozen block, priors 4 to 64, batches 4 to 32")
