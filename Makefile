@@ -89,7 +89,7 @@ stability: install
 	$(BIN)/python tools/stability.py $(or $(NB),$(LESSONS) $(SOLUTIONS))
 
 bench: install browser-deps
-	$(BIN)/python tools/bench.py
+	$(BIN)/python tools/bench.py $(NB)
 
 ## lab: JupyterLab on the whole repository, opened on notebooks/ (solutions/ is beside it)
 lab: install

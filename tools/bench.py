@@ -2,6 +2,9 @@
 
 Notebooks are executed on temporary copies, so the committed ones are untouched. Run it on an
 otherwise idle machine: the numbers are wall-clock seconds on whatever this machine is.
+
+    python tools/bench.py                      # every notebook, the book build, the site check
+    python tools/bench.py notebooks/10_*.ipynb # only these notebooks (make bench NB="...")
 """
 
 from __future__ import annotations
@@ -40,13 +43,20 @@ def build_book() -> float:
         return seconds
 
 
-def main() -> int:
-    notebooks = sorted(ROOT.glob("notebooks/*.ipynb")) + sorted(ROOT.glob("solutions/*.ipynb"))
+def main(argv: list[str]) -> int:
+    if argv:
+        notebooks = [Path(name).resolve() for name in argv]
+    else:
+        notebooks = sorted(ROOT.glob("notebooks/*.ipynb")) + sorted(ROOT.glob("solutions/*.ipynb"))
     rows = []
     for path in notebooks:
         rows.append((str(path.relative_to(ROOT)), execute_copy(path)))
         print(f"  ran {rows[-1][0]} in {rows[-1][1]:.1f} s", file=sys.stderr)
     total = sum(seconds for _, seconds in rows)
+    if argv:
+        for name, seconds in rows:
+            print(f"| {name} | {seconds:7.1f} |")
+        return 0
     book = build_book()
     width = max(len(name) for name, _ in rows) if rows else 10
     print(f"| {'notebook'.ljust(width)} | seconds |")
@@ -111,4 +121,4 @@ def site_check() -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

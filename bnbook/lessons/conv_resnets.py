@@ -137,11 +137,11 @@ def residual_block(x, gamma_zero: bool = True, momentum: float = 0.99):
     """
     channels = x.shape[-1]
     branch = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False)(x)
-    branch = BatchNorm(momentum=momentum)(branch)
+    branch = keras.layers.BatchNormalization(momentum=momentum)(branch)
     branch = keras.layers.ReLU()(branch)
     branch = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False)(branch)
-    branch = BatchNorm(momentum=momentum,
-                       gamma_initializer="zeros" if gamma_zero else "ones")(branch)
+    branch = keras.layers.BatchNormalization(
+        momentum=momentum, gamma_initializer="zeros" if gamma_zero else "ones")(branch)
     return keras.layers.ReLU()(keras.layers.Add()([x, branch]))
 
 
