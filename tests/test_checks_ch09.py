@@ -28,6 +28,7 @@ def test_stubs_are_not_done(capsys):
 # --- 9.1 ------------------------------------------------------------------------------------------
 
 def merge(triples):
+    triples = [t for t in triples if t[0] > 0]     # an empty replica adds nothing
     count, mean, m2 = triples[0]
     for count_b, mean_b, m2_b in triples[1:]:
         total = count + count_b
@@ -50,6 +51,7 @@ def merge_as_a_tree(triples):
 
 def merge_in_float64(triples):
     """The textbook sums are fine in float64; cast back at the end."""
+    triples = [t for t in triples if t[0]]
     n = sum(t[0] for t in triples)
     total = sum(t[0] * t[1].astype(np.float64) for t in triples)
     squares = sum(t[2].astype(np.float64) + t[0] * t[1].astype(np.float64) ** 2 for t in triples)
@@ -82,6 +84,7 @@ def merge_slip(weight="b", sign=1.0, carry=True, give_back="total"):
 def merge_variant(within=True, between_scale=1.0, plain=False, first=None, as_variance=False,
                   replica_count=False):
     def answer(triples):
+        triples = [t for t in triples if t[0] > 0]
         triples = triples[:first] if first else triples
         counts = np.array([t[0] for t in triples], np.float32)[:, None]
         means = np.stack([t[1] for t in triples])
@@ -100,13 +103,30 @@ def test_9_1_solution(capsys):
     passes(check.merge_moments, merge, capsys)
 
 
-@pytest.mark.parametrize("answer", [merge_as_a_tree, merge_in_float64, merge_variant()])
+def merge_with_nan_to_num(triples):
+    """Empty replicas made harmless: (0, 0, 0) merges as nothing."""
+    return merge_slip()([(n, np.nan_to_num(m), np.nan_to_num(q)) for n, m, q in triples])
+
+
+@pytest.mark.parametrize("answer", [merge_as_a_tree, merge_in_float64, merge_variant(),
+                                    merge_with_nan_to_num])
 def test_9_1_other_right_answers(answer, capsys):
     passes(check.merge_moments, answer, capsys)
 
 
 @pytest.mark.parametrize("answer, message", [
-    (naive_float32, r"case 4 of 4 .*float32 lost the precision"),
+    (merge_slip(), r"case 5 of 6 .*replica 2 and 4 got no examples"),
+    (lambda t: merge_slip()(t[1:] if t[0][0] == 0 else t), r"case 5 of 6 .*got no examples"),
+    (lambda t: merge_slip()(t[:1] + [x for x in t[1:] if x[0]]), r"case 6 of 6 .*replica 1 got"),
+])
+def test_9_1_empty_replicas(answer, message):
+    """The lesson's two-replica merge in a loop is right until a replica holds no examples."""
+    with pytest.raises(ExerciseMistake, match=message):
+        check.merge_moments(answer)
+
+
+@pytest.mark.parametrize("answer, message", [
+    (naive_float32, r"case 4 of 6 .*float32 lost the precision"),
     (merge_variant(between_scale=0.0), "misses how far the replicas' means lie"),
     (merge_variant(plain=True), "same weight"),
     (merge_variant(as_variance=True), "returned the merged variance"),
@@ -229,29 +249,69 @@ def test_9_2_square_kernel_names_the_lessons_formula():
 
 # --- 9.3 ------------------------------------------------------------------------------------------
 
-def fold_conv(kernel, bias, gamma, beta, mean, variance, eps):
+def fold_conv(kernel, bias, gamma, beta, mean, variance, eps, depthwise=False):
     s = gamma / np.sqrt(variance + eps)
     if bias is None:
         bias = np.zeros_like(mean)
-    return kernel * s, (bias - mean) * s + beta
+    per_filter = s.reshape(kernel.shape[2], kernel.shape[3]) if depthwise else s
+    return kernel * per_filter, (bias - mean) * s + beta
 
 
-def fold_conv_reshaped(kernel, bias, gamma, beta, mean, variance, eps):
-    s = (gamma / np.sqrt(variance + eps)).reshape(1, 1, 1, -1)
+def fold_conv_reshaped(kernel, bias, gamma, beta, mean, variance, eps, depthwise=False):
+    s = (gamma / np.sqrt(variance + eps)).reshape(1, 1, *kernel.shape[2:] if depthwise else (1, -1))
     b = 0.0 if bias is None else bias
     return (kernel * s).astype(np.float32), ((b - mean) * s.ravel() + beta).astype(np.float32)
 
 
-def fold_conv_tf(kernel, bias, gamma, beta, mean, variance, eps):
+def fold_conv_tf(kernel, bias, gamma, beta, mean, variance, eps, depthwise=False):
     s = gamma * tf.math.rsqrt(variance + eps)
     b = tf.zeros_like(mean) if bias is None else tf.constant(bias)
-    return (kernel * s).numpy(), (b * s + (beta - mean * s)).numpy()
+    k = kernel * (tf.reshape(s, kernel.shape[2:]) if depthwise else s)
+    return k.numpy(), (b * s + (beta - mean * s)).numpy()
 
 
-def fold_conv_einsum(kernel, bias, gamma, beta, mean, variance, eps):
+def fold_conv_einsum(kernel, bias, gamma, beta, mean, variance, eps, depthwise=False):
     s = gamma / np.sqrt(variance + eps)
     b = 0 if bias is None else bias
+    if depthwise:       # output channel c * multiplier + k: filter [:, :, c, k]
+        return np.einsum("hwck,ck->hwck", kernel, s.reshape(kernel.shape[2], -1)), \
+            s * b + (beta - s * mean)
     return np.einsum("hwio,o->hwio", kernel, s), s * b + (beta - s * mean)
+
+
+def conv_only(kernel, bias, gamma, beta, mean, variance, eps, depthwise=False):
+    """The lesson's Conv2D fold, the flag ignored."""
+    return fold_conv(kernel, bias, gamma, beta, mean, variance, eps)
+
+
+def depthwise_order_swapped(kernel, bias, gamma, beta, mean, variance, eps, depthwise=False):
+    if not depthwise:
+        return fold_conv(kernel, bias, gamma, beta, mean, variance, eps)
+    s = gamma / np.sqrt(variance + eps)
+    b = np.zeros_like(mean) if bias is None else bias
+    return kernel * s.reshape(kernel.shape[3], kernel.shape[2]).T, (b - mean) * s + beta
+
+
+def test_9_3_depthwise_fold_matches_keras():
+    """The check's depthwise channel order is Keras': DepthwiseConv2D -> BN equals the folded
+    DepthwiseConv2D on a random batch (inference mode)."""
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    conv = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=True)
+    bn = keras.layers.BatchNormalization(epsilon=1e-3)
+    model = keras.Model(inputs, bn(conv(inputs)))
+    bn.set_weights([rng.uniform(0.5, 2, 6), rng.normal(size=6), rng.normal(size=6),
+                    rng.uniform(0.1, 2, 6)])
+    conv.set_weights([rng.normal(size=(3, 3, 3, 2)), rng.normal(size=6)])
+    kernel, bias = conv.get_weights()
+    folded = fold_conv(kernel, bias, *bn.get_weights(), 1e-3, depthwise=True)
+    alone = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=True)
+    alone.build((None, 6, 6, 3))
+    alone.set_weights(list(folded))
+    x = rng.normal(size=(4, 6, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(alone(x).numpy(), model(x, training=False).numpy(),
+                               rtol=1e-4, atol=1e-4)
 
 
 def conv_variant(axis=3, bias="right", scale="right", eps=None, none_bias="zeros"):
@@ -286,7 +346,7 @@ def test_9_3_other_right_answers(answer, capsys):
 
 
 @pytest.mark.parametrize("answer, message", [
-    (conv_variant(axis=2), r"case 1 of 4 .*could not be broadcast.*wrong axis"),
+    (conv_variant(axis=2), r"case 1 of 6 .*could not be broadcast.*wrong axis"),
     (conv_variant(none_bias="none"), "your folded bias is None"),
     (conv_variant(none_bias="crash"), r"raised TypeError(.|\n)*Hint: .*`bias` is None"),
     (conv_variant(none_bias="zero_result"), "zero for a convolution without a bias"),
@@ -307,6 +367,26 @@ def test_9_3_other_right_answers(answer, capsys):
 def test_9_3_mistakes(answer, message):
     with pytest.raises(ExerciseMistake, match=message):
         check.fold_into_conv(answer)
+
+
+@pytest.mark.parametrize("answer, message", [
+    (conv_only, r"case 5 of 6 .*could not be broadcast(.|\n)*depth multiplier"),
+    (depthwise_order_swapped, "reach the wrong filters"),
+    (lambda kernel, bias, gamma, beta, mean, variance, eps: fold_conv(   # no `depthwise`
+        kernel, bias, gamma, beta, mean, variance, eps), r"case 5 of 6 (.|\n)*keep the signature"),
+])
+def test_9_3_depthwise_mistakes(answer, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.fold_into_conv(answer)
+
+
+def test_9_3_depthwise_multiplier_one_names_the_shape():
+    def broadcast_to_a_square(kernel, bias, gamma, beta, mean, variance, eps, depthwise=False):
+        if kernel.shape[3] == 1:                    # case 6: (5, 5, 4, 1) * (4,) broadcasts
+            return conv_only(kernel, bias, gamma, beta, mean, variance, eps)
+        return fold_conv(kernel, bias, gamma, beta, mean, variance, eps, depthwise)
+    with pytest.raises(ExerciseMistake, match=r"case 6 of 6 .*shape \(5, 5, 4, 4\)"):
+        check.fold_into_conv(broadcast_to_a_square)
 
 
 def test_9_3_square_channels_name_the_input_axis():

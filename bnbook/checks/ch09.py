@@ -44,10 +44,10 @@ def _book_merging():
     return (statistics.merge_moments, statistics.merge_replica_moments)
 
 
-def _call(fn, *args, what, hint, case, refuse=()):
+def _call(fn, *args, what, hint, case, refuse=(), **kwargs):
     __tracebackhide__ = True
     try:
-        return call(fn, *args, what=what, case=case, refuse=refuse)
+        return call(fn, *args, what=what, case=case, refuse=refuse, **kwargs)
     except ExerciseMistake as err:
         raise _broadcast_hint(err, hint) from None
 
@@ -67,6 +67,10 @@ def _replicas(seed: int, counts, features: int, centre: float):
             .astype(np.float32) for n in counts]
     triples = []
     for values in data:
+        if len(values) == 0:        # a replica that got no examples: 0/0 in its moments
+            triples.append((0, np.full(features, np.nan, np.float32),
+                            np.full(features, np.nan, np.float32)))
+            continue
         mean, variance = tf.nn.moments(tf.constant(values), axes=[0])
         triples.append((len(values), mean.numpy(), (variance * len(values)).numpy()))
     return data, triples
@@ -151,18 +155,31 @@ def merge_moments(fn):
     __tracebackhide__ = True
     import tensorflow as tf
 
+    # The last two cases hold replicas without examples (the trailing global batch of a data
+    # set split over more replicas than it has examples), one of them in first place.
     for case in cases(dict(counts=(5, 3), features=2, centre=1.0, _seed=91),
                       dict(counts=(7, 1, 4), features=3, centre=-2.0, _seed=92),
                       dict(counts=(2, 9, 3, 6), features=5, centre=0.5, _seed=93),
-                      dict(counts=(64, 32, 48), features=8, centre=10_000.0, _seed=94)):
+                      dict(counts=(64, 32, 48), features=8, centre=10_000.0, _seed=94),
+                      dict(counts=(6, 0, 4, 0), features=3, centre=2.0, _seed=95),
+                      dict(counts=(0, 3, 5), features=4, centre=-1.0, _seed=96)):
         data, triples = _replicas(case.seed, case.counts, case.features, case.centre)
         whole = np.concatenate(data)
         mean, variance = (t.numpy() for t in tf.nn.moments(tf.constant(whole), axes=[0]))
         want = {"count": len(whole), "mean": mean, "M2": variance * len(whole)}
         given = [(n, m.copy(), q.copy()) for n, m, q in triples]
         result = call(fn, given, what="merge_moments", case=case, refuse=_book_merging())
+        empty = [i + 1 for i, n in enumerate(case.counts) if n == 0]
+        if empty and any(part is not None and np.isnan(part).any()
+                         for part in (_part(result, 1), _part(result, 2))):
+            raise ExerciseMistake(
+                f"In {case}: replica {' and '.join(map(str, empty))} got no examples (count 0; "
+                "its mean and M2 are NaN, the 0/0 of an empty batch's moments), and your merged "
+                "mean or M2 is NaN.",
+                "an empty replica adds nothing: leave out the triples whose count is 0 (one of "
+                "them may come first).")
         large = case.centre > 1000
-        variants = _merge_variants(triples)
+        variants = _merge_variants([t for t in triples if t[0] > 0])
         wrong = [Wrong(dict(zip(want, variants[key])), *_MERGE_MESSAGES[key])
                  for key in _MERGE_MESSAGES]
         if large:
@@ -183,7 +200,8 @@ def merge_moments(fn):
                        "with tf.nn.moments (M2 = variance * count), merge them and compare "
                        "M2 / count with tf.nn.moments of the whole array.")
     return "count, mean and M2 match tf.nn.moments of the concatenated batch for 2 to 4 " \
-        "replicas of unequal size, also with values near 10,000 in float32"
+        "replicas of unequal size, also with values near 10,000 in float32 and with replicas " \
+        "that got no examples"
 
 
 def _part(result, index):
@@ -333,22 +351,33 @@ def fold_into_next_dense(fn):
 
 # --- 9.3: Conv2D -> BN ------------------------------------------------------------------------
 
-def _conv_case(seed: int, kernel_size, channels_in: int, channels_out: int, with_bias: bool):
+def _conv_case(seed: int, kernel_size, channels_in: int, channels_out: int, with_bias: bool,
+               multiplier: int = 0):
+    """A Conv2D kernel (h, w, in, out), or with ``multiplier`` a DepthwiseConv2D kernel
+    (h, w, in, multiplier) whose in * multiplier output channels BN normalises."""
     rng = np.random.default_rng(seed)
-    kernel = rng.normal(0, 0.5, (*kernel_size, channels_in, channels_out)).astype(np.float32)
-    bias = rng.uniform(-1, 1, channels_out).astype(np.float32) if with_bias else None
-    return (kernel, bias, *_bn_params(rng, channels_out))
+    last = multiplier or channels_out
+    outputs = channels_in * multiplier if multiplier else channels_out
+    kernel = rng.normal(0, 0.5, (*kernel_size, channels_in, last)).astype(np.float32)
+    bias = rng.uniform(-1, 1, outputs).astype(np.float32) if with_bias else None
+    return (kernel, bias, *_bn_params(rng, outputs))
 
 
-def _fold_conv(kernel, bias, gamma, beta, mean, variance, eps, s=None):
+def _fold_conv(kernel, bias, gamma, beta, mean, variance, eps, s=None, depthwise=False):
     s = _scale(gamma, variance, eps) if s is None else s
     b = np.zeros_like(s) if bias is None else np.float64(bias)
-    return np.float64(kernel) * s, (b - mean) * s + beta
+    scale = s.reshape(kernel.shape[2], kernel.shape[3]) if depthwise else s
+    return np.float64(kernel) * scale, (b - mean) * s + beta
 
 
 _CONV_HINT = ("Keras stores a Conv2D kernel as (height, width, input channels, output channels): "
               "BN's channels are the output channels, the kernel's LAST axis. Each output "
               "channel's filter is scaled by its s.")
+
+
+_DEPTHWISE_HINT = ("a DepthwiseConv2D kernel is (height, width, input channels, depth multiplier), "
+                   "and output channel c * multiplier + k comes from filter kernel[:, :, c, k]: "
+                   "lay s out as (input channels, multiplier) before you scale the kernel.")
 
 
 _NONE_BIAS_HINT = ("this case's convolution has no bias (use_bias=False), so `bias` is None; "
@@ -357,8 +386,11 @@ _NONE_BIAS_HINT = ("this case's convolution has no bias (use_bias=False), so `bi
 
 @checker("9.3")
 def fold_into_conv(fn):
-    """Check ``fold_into_conv(kernel, bias, gamma, beta, mean, variance, eps)``; bias may be None."""
+    """Check ``fold_into_conv(kernel, bias, gamma, beta, mean, variance, eps, depthwise=False)``;
+    bias may be None. The last two cases are DepthwiseConv2D kernels (``depthwise=True``)."""
     __tracebackhide__ = True
+    from functools import partial
+
     for case in cases(dict(kernel=(3, 3), channels_in=2, channels_out=4, bias=False, eps=1e-3,
                            _seed=931),
                       dict(kernel=(1, 1), channels_in=5, channels_out=3, bias=True, eps=1e-5,
@@ -366,28 +398,54 @@ def fold_into_conv(fn):
                       dict(kernel=(5, 3), channels_in=4, channels_out=4, bias=True, eps=0.1,
                            _seed=933),
                       dict(kernel=(2, 4), channels_in=3, channels_out=6, bias=False, eps=0.01,
-                           _seed=934)):
+                           _seed=934),
+                      dict(kernel=(3, 3), channels_in=3, depth_multiplier=2, bias=True,
+                           eps=1e-3, _seed=935),
+                      dict(kernel=(5, 5), channels_in=4, depth_multiplier=1, bias=False,
+                           eps=1e-5, _seed=936)):
+        multiplier = case.params.get("depth_multiplier", 0)
+        depthwise = bool(multiplier)
         kernel, bias, gamma, beta, mean, variance = _conv_case(
-            case.seed, case["kernel"], case.channels_in, case.channels_out, case["bias"])
+            case.seed, case["kernel"], case.channels_in, case.params.get("channels_out", 0),
+            case["bias"], multiplier)
         args = [kernel.copy(), None if bias is None else bias.copy()] + \
             [a.copy() for a in (gamma, beta, mean, variance)] + [case.eps]
+        kwargs = {"depthwise": True} if depthwise else {}
+        hint = _DEPTHWISE_HINT if depthwise else _CONV_HINT
         try:
-            result = _call(fn, *args, what="fold_into_conv", hint=_CONV_HINT, case=case,
+            result = _call(fn, *args, **kwargs, what="fold_into_conv", hint=hint, case=case,
                            refuse=_book_folding())
         except ExerciseMistake as err:
             if bias is None and "NoneType" in err.mistake:
                 raise ExerciseMistake(err.mistake, _NONE_BIAS_HINT) from None
+            if depthwise and "depthwise" in err.mistake and "argument" in err.mistake:
+                raise ExerciseMistake(err.mistake, "keep the signature of the exercise: "
+                                      "fold_into_conv(kernel, bias, gamma, beta, mean, variance, "
+                                      "eps, depthwise=False).") from None
             raise
         if isinstance(result, (tuple, list)) and len(result) == 2 and result[1] is None:
             raise ExerciseMistake(
                 f"In {case}: your folded bias is None. A convolution without a bias still needs "
                 "one after folding: BN's shift has to go somewhere.",
                 "treat a missing bias as zeros: the folded bias is then beta - s * mean.")
-        right_kernel, right_bias = _fold_conv(kernel, bias, gamma, beta, mean, variance, case.eps)
+        if depthwise and isinstance(result, (tuple, list)) and len(result) == 2 and \
+                np.shape(result[0]) != kernel.shape:
+            raise ExerciseMistake(
+                f"In {case}: your folded kernel has shape {np.shape(result[0])}, the depthwise "
+                f"kernel {kernel.shape}: s, one value per output channel ({len(gamma)} of "
+                "them), was broadcast against the kernel's last axis as for a Conv2D.",
+                _DEPTHWISE_HINT)
+        fold = partial(_fold_conv, depthwise=depthwise)
+        right_kernel, right_bias = fold(kernel, bias, gamma, beta, mean, variance, case.eps)
         s = _scale(gamma, variance, case.eps)
         b64 = np.zeros_like(s) if bias is None else np.float64(bias)
         wrong = []
-        if case.channels_in == case.channels_out:
+        if depthwise and multiplier > 1:
+            wrong.append(Wrong({"kernel": np.float64(kernel) * s.reshape(multiplier, -1).T},
+                               "Your scales reach the wrong filters: output channel "
+                               "c * multiplier + k belongs to input channel c, not "
+                               "k * input channels + c.", _DEPTHWISE_HINT))
+        if not depthwise and case.channels_in == case.channels_out:
             wrong.append(Wrong({"kernel": np.float64(kernel) * s[:, None]},
                                "You scaled the kernel's input channels (axis 2), not its output "
                                "channels.", _CONV_HINT))
@@ -417,15 +475,15 @@ def fold_into_conv(fn):
                                "BN's shift was dropped.",
                                "a missing bias counts as zeros, and then goes through BN like "
                                "any other bias."))
-        wrong += _scale_wrongs(gamma, variance, case.eps, _fold_conv,
+        wrong += _scale_wrongs(gamma, variance, case.eps, fold,
                                (kernel, bias, gamma, beta, mean, variance, case.eps))
         match(result, {"kernel": right_kernel, "bias": right_bias}, case=case, tensor=False,
               dtype=np.float32, name="fold_into_conv's result", wrong=wrong,
-              selftest="build Conv2D -> BatchNormalization with these weights and a Conv2D with "
-                       "your folded ones (use_bias=True); compare their inference-mode outputs "
-                       "on a random image batch.")
+              selftest="build Conv2D (or DepthwiseConv2D) -> BatchNormalization with these "
+                       "weights and the same layer with your folded ones (use_bias=True); "
+                       "compare their inference-mode outputs on a random image batch.")
     return "kernel and bias match Conv2D -> BN in 4 cases (kernel sizes, channels, with and " \
-        "without a bias, epsilon)"
+        "without a bias, epsilon) and DepthwiseConv2D -> BN in 2 (depth multipliers 2 and 1)"
 
 
 # ---------------------------------------------------------------------------------------------
