@@ -134,9 +134,21 @@ def step_minimize_style(model, optimizer, loss_fn, x, y):
     return loss, tf.reduce_sum(hits) / tf.cast(tf.shape(x)[0], tf.float32)
 
 
+def step_labels_dtype(model, optimizer, loss_fn, x, y):
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+            y, logits, from_logits=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    predicted = tf.argmax(logits, axis=1, output_type=y.dtype)     # int32 or int64, as y
+    return loss, tf.reduce_mean(tf.cast(predicted == y, tf.float32))
+
+
 def step_with(training=True, twice=False, inference_grads=False, own_optimizer=False,
               apply=1, accuracy="right", returns="both"):
     def fn(model, optimizer, loss_fn, x, y):
+        before = model(x, training=False) if accuracy == "inference_before" else None
         if inference_grads:
             model(x, training=True)
         opt = keras.optimizers.SGD(0.1) if own_optimizer else optimizer
@@ -156,6 +168,15 @@ def step_with(training=True, twice=False, inference_grads=False, own_optimizer=F
                "dotnumpy": lambda: tf.reduce_mean(hits).numpy(),
                "inference": lambda: tf.reduce_mean(tf.cast(tf.equal(
                    tf.argmax(model(x, training=False), axis=1), tf.cast(y, tf.int64)), tf.float32)),
+               "inference_before": lambda: tf.reduce_mean(tf.cast(tf.equal(
+                   tf.argmax(before, axis=1), tf.cast(y, tf.int64)), tf.float32)),
+               "nocast": lambda: tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, axis=1), y),
+                                                        tf.float32)),
+               "nocast_op": lambda: tf.reduce_mean(tf.cast(tf.argmax(logits, axis=1) == y,
+                                                           tf.float32)),
+               "int32_argmax": lambda: tf.reduce_mean(tf.cast(tf.equal(
+                   tf.argmax(logits, axis=1, output_type=tf.int32), tf.cast(y, tf.int64)),
+                   tf.float32)),
                "int": lambda: tf.reduce_mean(tf.cast(hits, tf.int32)),
                "axis0": lambda: tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, axis=0),
                                                                  tf.cast(y[:1], tf.int64)),
@@ -165,7 +186,8 @@ def step_with(training=True, twice=False, inference_grads=False, own_optimizer=F
     return fn
 
 
-RIGHT_4_2 = [step, step_keras_metric, step_minimize_style]
+RIGHT_4_2 = [step, step_keras_metric, step_minimize_style, step_labels_dtype]
+INT32 = r"In case 2 of 3 .*labels=int32.*your train_step fails on int32 labels"
 WRONG_4_2 = [
     (step_with(training=False), "`training` missing"),
     (step_with(twice=True), "moving statistics moved twice"),
@@ -177,7 +199,12 @@ WRONG_4_2 = [
     (step_with(accuracy="count"), "accuracy is a count"),
     (step_with(accuracy="numpy"), "In case 3 of 3 .*NumPy function on a tensor inside tf.function"),
     (step_with(accuracy="dotnumpy"), "calls .numpy\\(\\) inside tf.function"),
-    (step_with(accuracy="inference"), "accuracy comes from an inference-mode call"),
+    (step_with(accuracy="inference"), "accuracy comes from an inference-mode call after the step"),
+    (step_with(accuracy="inference_before"),
+     "accuracy comes from an inference-mode call before the step"),
+    (step_with(accuracy="nocast"), INT32),
+    (step_with(accuracy="nocast_op"), INT32),
+    (step_with(accuracy="int32_argmax"), r"In case 1 of 3 .*raised InvalidArgumentError"),
     (step_with(accuracy="int"), "dtype int32; expected floating point"),
     (step_with(accuracy="axis0"), LOCATED),
     (step_with(returns="loss"), r"expected 2 results: \(loss, accuracy\)"),
@@ -364,3 +391,16 @@ def test_wrong_answers_are_rejected_with_their_message(label, fn, message):
     text = str(info.value)
     assert text.startswith(f"Exercise {label}: ")
     assert "function_node" not in text and "Traceback" not in text
+
+
+def test_4_2_inference_accuracy_names_before_or_after_only_when_it_can_tell():
+    def named(before, after, got):
+        for wrong in check._inference_accuracy_wrongs(lambda: before, lambda: after):
+            value = wrong.value()
+            if value is not None and value["accuracy"] == got:
+                return wrong.mistake
+        return None
+    assert "after the step" in named(0.25, 0.5, 0.5)
+    assert "before the step" in named(0.25, 0.5, 0.25)
+    assert "before or after the step" in named(0.5, 0.5, 0.5)
+    assert named(0.25, 0.5, 0.75) is None

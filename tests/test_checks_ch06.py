@@ -134,9 +134,64 @@ def bn_layers(model):
     return bnbook.bn_layers(model)
 
 
-def recalibrate(model, batches, *, restore=True, weighted=True, total_variance=True,
-                nested=True, layerwise=True, unbiased=False):
-    """The solution with switches that plant one mistake each."""
+def solution_6_2(model, batches):
+    """The solution notebook's answer: each BN layer's inputs recorded during inference-mode
+    passes (Dropout off), layer after layer."""
+    def find(layer):
+        found = []
+        for sub in getattr(layer, "layers", []):
+            if isinstance(sub, L.BatchNormalization):
+                found.append(sub)
+            else:
+                found.extend(find(sub))
+        return found
+
+    for target in find(model):
+        sums = [0, 0.0, 0.0]
+
+        def recording(inputs, *args, _sums=sums, _call=target.call, **kwargs):
+            x = np.asarray(inputs, np.float64)
+            x = x.reshape(-1, x.shape[-1])
+            _sums[0] += len(x)
+            _sums[1] = _sums[1] + x.sum(axis=0)
+            _sums[2] = _sums[2] + (x ** 2).sum(axis=0)
+            return _call(inputs, *args, **kwargs)
+
+        target.call = recording
+        try:
+            for batch in batches:
+                model(batch, training=False)
+        finally:
+            del target.call
+        count, total, total_sq = sums
+        mean = total / count
+        target.moving_mean.assign(mean.astype(np.float32))
+        target.moving_variance.assign((total_sq / count - mean ** 2).astype(np.float32))
+
+
+def dropouts(model):
+    return [layer for layer in model._flatten_layers() if isinstance(layer, L.Dropout)]
+
+
+def recalibrate(model, batches, *, dropout_off=True, restore_rates=True, **options):
+    """The old solution's trick (other BN layers frozen, training-mode calls with momentum 0),
+    made exact by setting every Dropout rate to 0 for the duration (a right answer written
+    another way); with ``dropout_off=False``, Dropout stays on during the training-mode calls."""
+    saved = [layer.rate for layer in dropouts(model)]
+    if dropout_off:
+        for layer in dropouts(model):
+            layer.rate = 0.0
+    try:
+        frozen_trick(model, batches, **options)
+    finally:
+        if restore_rates:
+            for layer, rate in zip(dropouts(model), saved):
+                layer.rate = rate
+
+
+def frozen_trick(model, batches, *, restore=True, weighted=True, total_variance=True,
+                 nested=True, layerwise=True, unbiased=False):
+    """The old solution with switches that plant one mistake each."""
     layers = bn_layers(model) if nested else [
         layer for layer in model.layers if isinstance(layer, L.BatchNormalization)]
     saved = [(layer.trainable, layer.momentum) for layer in bn_layers(model)]
@@ -175,12 +230,40 @@ def recalibrate(model, batches, *, restore=True, weighted=True, total_variance=T
 
 
 def test_6_2_solution(capsys):
+    passes(check.recalibrate, solution_6_2, capsys=capsys)
+
+
+def test_6_2_frozen_trick_with_dropout_off_passes(capsys):
     passes(check.recalibrate, recalibrate, capsys=capsys)
 
 
-def test_6_2_book_helper_on_the_concatenated_batches(capsys):
-    passes(check.recalibrate, lambda model, batches: bnbook.recalibrate_bn(
-        model, np.concatenate(batches), batch_size=7), capsys=capsys)
+@pytest.mark.parametrize("answer, name", [
+    (lambda model, batches: bnbook.recalibrate_bn(model, np.concatenate(batches), batch_size=7),
+     "bnbook.statistics.recalibrate_bn"),
+    (lambda model, batches: bnbook.statistics.recalibrate_bn(model, batches[0]),
+     "bnbook.statistics.recalibrate_bn"),
+    (lambda model, batches: [None for _ in bnbook.bn_input_statistics(model, batches[0])],
+     "bnbook.statistics.bn_input_statistics"),
+])
+def test_6_2_book_helpers_are_refused(answer, name):
+    with pytest.raises(ExerciseMistake, match=rf"In case 1 of 3 .*calls the book's own `{name}`"):
+        check.recalibrate(answer)
+
+
+DROPOUT_ON = r"In case 2 of 3 .*Dropout was active during your passes: the BN layer after the " \
+    r"Dropout layer got the variance of its inputs in training mode"
+
+
+@pytest.mark.parametrize("answer, message", [
+    (lambda m, b: recalibrate(m, b, dropout_off=False), DROPOUT_ON),             # the old solution
+    (lambda m, b: recalibrate(m, [np.concatenate(b)], dropout_off=False), DROPOUT_ON),
+    # a mistake in the BN layer before the Dropout is named first
+    (lambda m, b: recalibrate(m, b, dropout_off=False, weighted=False), "same weight"),
+    (lambda m, b: recalibrate(m, b, restore_rates=False), r"dropout.*: rate 0\.5->0\)"),
+])
+def test_6_2_dropout_mistakes(answer, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.recalibrate(answer)
 
 
 def ema(model, batches):
@@ -363,6 +446,18 @@ def test_6_1_mistakes_inside_a_nested_branch_are_still_named():
 
 
 def recalibrate_variant(model, batches, *, read_once=False, momentum_zero=True, freeze=True):
+    rates = [layer.rate for layer in dropouts(model)]
+    for layer in dropouts(model):
+        layer.rate = 0.0
+    try:
+        frozen_variant(model, batches, read_once=read_once, momentum_zero=momentum_zero,
+                       freeze=freeze)
+    finally:
+        for layer, rate in zip(dropouts(model), rates):
+            layer.rate = rate
+
+
+def frozen_variant(model, batches, *, read_once=False, momentum_zero=True, freeze=True):
     layers = bn_layers(model)
     saved = [(layer.trainable, layer.momentum) for layer in layers]
     for layer in layers:
@@ -413,7 +508,10 @@ def test_6_2_right_answers_written_another_way(capsys):
         data = np.concatenate(batches)
         layers = bn_layers(model)
         saved = [(layer.trainable, layer.momentum) for layer in layers]
+        rates = [(layer, layer.rate) for layer in dropouts(model)]
         try:
+            for layer, _ in rates:
+                layer.rate = 0.0                        # Dropout off in training mode too
             for layer in layers:
                 layer.trainable = False
             for target in layers:
@@ -423,6 +521,8 @@ def test_6_2_right_answers_written_another_way(capsys):
         finally:
             for layer, (trainable, momentum) in zip(layers, saved):
                 layer.trainable, layer.momentum = trainable, momentum
+            for layer, rate in rates:
+                layer.rate = rate
 
     def spy_on_inputs(model, batches):
         for target in bn_layers(model):

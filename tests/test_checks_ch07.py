@@ -68,18 +68,79 @@ def backward_images(dy, x, gamma, eps, how="right"):
     return dx, dgamma, dbeta
 
 
-def backward_images_autograd(dy, x, gamma, eps):
+def backward_images_any_layout(dy, x, gamma, eps, data_format="channels_last", how="right"):
+    """NCHW handled by transposing to NHWC and back: a right answer written another way."""
+    if data_format == "channels_first":
+        dx, dgamma, dbeta = backward_images(tf.transpose(dy, [0, 2, 3, 1]),
+                                            tf.transpose(x, [0, 2, 3, 1]), gamma, eps, how)
+        return tf.transpose(dx, [0, 3, 1, 2]), dgamma, dbeta
+    return backward_images(dy, x, gamma, eps, how)
+
+
+def backward_images_autograd(dy, x, gamma, eps, data_format="channels_last"):
     """A right answer written another way: let the tape do it."""
+    first = data_format == "channels_first"
+    axes = [0, 2, 3] if first else [0, 1, 2]
+    shape = [1, -1, 1, 1] if first else [-1]
     beta = tf.zeros_like(gamma)
     with tf.GradientTape() as tape:
         tape.watch([x, gamma, beta])
-        mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
-        y = tf.nn.batch_normalization(x, mean, variance, beta, gamma, eps)
+        mean, variance = tf.nn.moments(x, axes=axes, keepdims=True)
+        y = tf.nn.batch_normalization(x, mean, variance, tf.reshape(beta, shape),
+                                      tf.reshape(gamma, shape), eps)
     return tuple(tape.gradient(y, [x, gamma, beta], output_gradients=dy))
 
 
+def backward_nchw_native(dy, x, gamma, eps, data_format="channels_last", reshape_gamma=True):
+    """The solution's way: other axes, gamma reshaped to (1, C, 1, 1) for NCHW."""
+    first = data_format == "channels_first"
+    axes = [0, 2, 3] if first else [0, 1, 2]
+    g = tf.reshape(gamma, [1, -1, 1, 1]) if first and reshape_gamma else gamma
+    mean, variance = tf.nn.moments(x, axes=axes, keepdims=True)
+    s = tf.math.rsqrt(variance + eps)
+    x_hat = (x - mean) * s
+    m = tf.cast(tf.size(x) // tf.size(gamma), x.dtype)
+    dbeta = tf.reduce_sum(dy, axis=axes, keepdims=True)
+    dgamma = tf.reduce_sum(dy * x_hat, axis=axes, keepdims=True)
+    dx = g * s / m * (m * dy - dbeta - x_hat * dgamma)
+    return dx, tf.reshape(dgamma, [-1]), tf.reshape(dbeta, [-1])
+
+
+@pytest.mark.parametrize("answer", [backward_images_any_layout, backward_nchw_native])
+def test_7_1_channels_first_right_answers_pass(answer, capsys):
+    passes(capsys, check.backward_images, answer, "7.1")
+
+
+def test_7_1_channels_first_mistakes_are_named():
+    def ignores_layout(dy, x, gamma, eps, data_format="channels_last"):
+        return backward_images(dy, x, gamma, eps)
+
+    def gamma_not_reshaped(dy, x, gamma, eps, data_format="channels_last"):
+        return backward_nchw_native(dy, x, gamma, eps, data_format, reshape_gamma=False)
+
+    def gamma_not_reshaped_when_it_runs(dy, x, gamma, eps, data_format="channels_last"):
+        square = x.shape[1] == x.shape[3]           # case 5: W == C, the broadcast runs
+        return backward_nchw_native(dy, x, gamma, eps, data_format, reshape_gamma=not square)
+
+    def summed_as_nhwc(dy, x, gamma, eps, data_format="channels_last"):
+        dx, dgamma, dbeta = backward_nchw_native(dy, x, gamma, eps, data_format)
+        if data_format == "channels_first":     # dbeta summed over axes 0, 1, 2 all the same
+            dbeta = tf.reduce_sum(dy, axis=[0, 1, 2])
+        return dx, dgamma, dbeta
+
+    for answer, message in [
+            (ignores_layout, r"case 4 of 5 .*Incompatible shapes(.|\n)*channels are axis 1"),
+            (gamma_not_reshaped, r"case 4 of 5 (.|\n)*shape \(1, C, 1, 1\)"),
+            (gamma_not_reshaped_when_it_runs, "multiplies by gamma along the last axis"),
+            (summed_as_nhwc, r"case 4 of 5 .*reduced over axes 0, 1 and 2 as for NHWC"),
+            (lambda dy, x, gamma, eps: backward_images(dy, x, gamma, eps),
+             r"case 4 of 5 (.|\n)*keep the exercise's signature")]:
+        with pytest.raises(ExerciseMistake, match=message):
+            check.backward_images(answer)
+
+
 def test_7_1_solution_passes(capsys):
-    passes(capsys, check.backward_images, backward_images, "7.1")
+    passes(capsys, check.backward_images, backward_nchw_native, "7.1")
 
 
 def test_7_1_other_right_answer_passes(capsys):
@@ -116,8 +177,8 @@ BACKWARD_MISTAKES = [
     ("float64", "your dx has dtype float64; expected float32"),
     ("two", r"returned 2 results; expected 3, \(dx, dgamma, dbeta\)"),
     # hard-coded values pass case 1 and are located in case 2
-    ("hard_eps", r"In case 2 of 3 .*case 1 passed; this one changes shape, eps"),
-    ("hard_m", r"In case 2 of 3 .*your dx is wrong at .*case 1 passed"),
+    ("hard_eps", r"In case 2 of 5 .*case 1 passed; this one changes shape, eps"),
+    ("hard_m", r"In case 2 of 5 .*your dx is wrong at .*case 1 passed"),
 ]
 
 
@@ -334,7 +395,7 @@ def test_checks_are_fast():
     import time
 
     start = time.perf_counter()
-    check.backward_images(backward_images)
+    check.backward_images(backward_nchw_native)
     check.dense_bn_op(make_dense_bn)
     check.numerical_gradient(numerical_gradient)
     assert time.perf_counter() - start < 3.0

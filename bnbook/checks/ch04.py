@@ -12,10 +12,12 @@ it (see :func:`._core.match`).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..statistics import bn_layers, moving_stats
-from ._core import ExerciseMistake, Wrong, call, cases, checker, match
+from ._core import ExerciseMistake, Wrong, call, cases, changed_note, checker, match
 
 
 def _keras():
@@ -173,6 +175,8 @@ def _step(model, optimizer, loss_fn, x, y, training=True, calls_before=0):
     return float(loss), accuracy
 
 
+_DTYPE_CLASH = re.compile(r"int32.*int64|int64.*int32")   # an op given both integer dtypes
+
 _GRAPH_ERRORS = (
     ("Cannot convert a symbolic", "Your train_step calls a NumPy function on a tensor inside "
      "tf.function, where tensors are symbolic and have no values yet.",
@@ -197,14 +201,15 @@ def train_step(fn):
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     for case in cases(
             dict(model="BN, Dense, BN", optimizer="SGD(0.1)", batch=32, features=4, classes=3,
-                 tf_function=False, _seed=1),
+                 labels="int64", tf_function=False, _seed=1),
             dict(model="Dense, BN", optimizer="Adam(0.01)", batch=24, features=5, classes=4,
-                 tf_function=False, _seed=2),
+                 labels="int32", tf_function=False, _seed=9),
             dict(model="nested block with BN", optimizer="SGD(0.05, momentum=0.9)",
-                 batch=16, features=3, classes=2, tf_function=True, _seed=3)):
+                 batch=16, features=3, classes=2, labels="int64", tf_function=True, _seed=3)):
         spec = {"BN, Dense, BN": "bn-dense", "Dense, BN": "dense-bn"}.get(case.model, "block")
         x, y = kd.far_clusters(n=case.batch, n_features=case.features, n_classes=case.classes,
                                seed=case.seed)
+        y = y.astype(case.labels)       # labels come as int64 or int32: tf.argmax gives int64
 
         def model():
             return _build(spec, case.seed, case.features, case.classes)
@@ -225,6 +230,14 @@ def train_step(fn):
             for text, mistake, hint in _GRAPH_ERRORS:
                 if text in err.mistake:
                     raise ExerciseMistake(f"In {case}: {mistake}", hint) from None
+            said = err.mistake.split(" raised ", 1)[-1].replace(changed_note(case, True), "")
+            if case.labels != "int64" and _DTYPE_CLASH.search(said):   # the error, not the case
+                raise ExerciseMistake(
+                    f"In {case}: your train_step fails on int32 labels (case 1 had int64 ones): "
+                    "it combines two integer dtypes, probably tf.argmax's int64 result compared "
+                    "with the int32 labels, and TensorFlow converts neither. It said: " + said,
+                    "cast to one dtype before comparing: tf.cast(y, tf.int64), or "
+                    "tf.argmax(logits, axis=1, output_type=y.dtype).") from None
             raise
         got = _state(mine)
         # The reference step runs on `mine` and `optimizer` reset to their start (new ones cost
@@ -287,10 +300,8 @@ def train_step(fn):
                   Wrong({"accuracy": want_accuracy * case.batch},
                         "Your accuracy is a count of correct predictions.",
                         "divide by the batch size (tf.reduce_mean of the 0/1 values does it)."),
-                  Wrong(lambda: {"accuracy": _accuracy(model(), x, y, training=False)},
-                        "Your accuracy comes from an inference-mode call before the step, not "
-                        "from the logits of the step itself.",
-                        "reuse the logits of the training-mode call inside the tape."),
+                  *_inference_accuracy_wrongs(lambda: _accuracy(model(), x, y),
+                                              lambda: _accuracy(reference, x, y)),
                   Wrong(lambda: {"loss": _step(model(), _optimizer(case.optimizer), loss_fn, x, y,
                                                training=False)[0]},
                         "The returned loss is the inference-mode loss.",
@@ -299,6 +310,40 @@ def train_step(fn):
                           "== y yourself from one model(x, training=True) call on a copy.")
     return "training mode, one step of the given optimizer, loss and accuracy of that step; " \
         "works inside tf.function"
+
+
+def _inference_accuracy_wrongs(before, after):
+    """The Wrong variants of an accuracy taken from an extra inference-mode call: ``before()`` is
+    the accuracy of the model as it was before the step, ``after()`` that of the model after the
+    (right) step; both computed once, when a variant is first needed. Where the two agree, the
+    message says the call could be either."""
+    found = {}
+
+    def accuracies():
+        if not found:
+            found.update(before=before(), after=after())
+        return found
+
+    def when(which, same):
+        def value():
+            got = accuracies()
+            return {"accuracy": got[which]} if (got["before"] == got["after"]) == same else None
+        return value
+
+    hint = "reuse the logits of the training-mode call inside the tape, the step's own."
+    return [
+        Wrong(when("after", False),
+              "Your accuracy comes from an inference-mode call after the step (the updated "
+              "weights, BN with its moving statistics), not from the logits of the step itself.",
+              hint),
+        Wrong(when("before", False),
+              "Your accuracy comes from an inference-mode call before the step (BN with its "
+              "moving statistics), not from the logits of the step itself.", hint),
+        Wrong(when("before", True),
+              "Your accuracy comes from an extra inference-mode call (before or after the "
+              "step: here both give this accuracy), not from the logits of the step itself.",
+              hint),
+    ]
 
 
 def _stats_after(build, x, calls: int):

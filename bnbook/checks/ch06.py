@@ -315,6 +315,30 @@ def _flags(model):
     return [(layer.name, layer.trainable, layer.momentum) for layer in _bn_layers(model)]
 
 
+def _dropouts(model):
+    keras = _keras()
+    return [layer for layer in model._flatten_layers()
+            if isinstance(layer, keras.layers.Dropout)]
+
+
+class _NoDropout:
+    """Within the block: every Dropout layer passes its inputs through, whatever the mode (rate
+    0), so that the known-wrong variants below, which call the model in training mode, stay
+    deterministic and differ from the right answer by their own mistake only."""
+
+    def __init__(self, model):
+        self.layers = _dropouts(model)
+
+    def __enter__(self):
+        self.saved = [layer.rate for layer in self.layers]
+        for layer in self.layers:
+            layer.rate = 0.0
+
+    def __exit__(self, *exc):
+        for layer, rate in zip(self.layers, self.saved):
+            layer.rate = rate
+
+
 def _other_weights(model):
     stats = {id(v) for layer in _bn_layers(model) for v in (layer.moving_mean,
                                                               layer.moving_variance)}
@@ -449,9 +473,60 @@ def _top_level_only(model, batches):
     return _stats(model)
 
 
+DROPOUT = 0.5       # the CNN's dropout rate
+
+
+def _before_dropout(model, stats):
+    """The keys of ``stats`` (see :func:`_stats`) of the BN layers that come before the model's
+    first Dropout layer (a Sequential model's order), or None if the model has no Dropout."""
+    keras = _keras()
+    if not any(isinstance(layer, keras.layers.Dropout) for layer in model.layers):
+        return None
+    first = next(i for i, layer in enumerate(model.layers)
+                 if isinstance(layer, keras.layers.Dropout))
+    count = sum(isinstance(layer, keras.layers.BatchNormalization)
+                for layer in model.layers[:first])
+    return list(stats)[:2 * count]
+
+
+def _only(value, keys):
+    """A Wrong variant's value (a function of no argument, or None) cut down to ``keys``."""
+    if value is None:
+        return None
+
+    def run():
+        full = value()
+        return None if full is None else {k: full[k] for k in keys}
+    return run
+
+
+def _dropout_mistake(case, got, want, keys_after):
+    """The ExerciseMistake for statistics taken with Dropout active, or None: the BN layers after
+    the Dropout have a variance above the exact one in every channel, and at least 1.4 times it on
+    average. (With rate 0.5 the values Dropout keeps are doubled; in this model, over 40 dropout
+    seeds, every channel's ratio stayed above 1.5 and their mean near 2.5. No other known
+    mistake raises the variance by more than a few percent.)"""
+    ratios = np.concatenate([np.asarray(got[key], np.float64) / np.asarray(want[key], np.float64)
+                             for key in keys_after if "moving variance" in key])
+    if not len(ratios) or np.min(ratios) < 1.1 or np.mean(ratios) < 1.4:
+        return None
+    factor = float(np.mean(ratios))
+    return ExerciseMistake(
+        f"In {case}: Dropout was active during your passes: the BN layer after the Dropout "
+        f"layer got the variance of its inputs in training mode, about {factor:.1f} times the one "
+        f"it sees at inference (Dropout with rate {DROPOUT:g} zeroes half the values and doubles "
+        "the others). The BN layer before the Dropout is right.",
+        "the statistics must be those at inference, with EVERY layer in inference mode: a "
+        "training-mode call switches Dropout on too, even with the BN layers frozen. Call the "
+        "model with training=False and find another way to see what each BN layer receives.")
+
+
 def _recalibration_models(index):
     """Three models a learner has not seen, with non-trivial starting statistics. No classifier
-    head: layers after the last BN layer would only make every call slower."""
+    head: layers after the last BN layer would only make every call slower. The CNN has a
+    Dropout layer between its two BN blocks: the exact statistics of the second BN layer are
+    those of its inputs at inference, Dropout off; with Dropout on (rate 0.5) their variance is
+    about twice as large."""
     keras = _keras()
     bn = keras.layers.BatchNormalization
     keras.utils.set_random_seed(620 + index)
@@ -464,7 +539,7 @@ def _recalibration_models(index):
     elif index == 1:    # a CNN, other momentum and epsilon, batches of unequal sizes
         model = keras.Sequential([
             keras.Input((6, 5, 2)), keras.layers.Conv2D(3, 3, use_bias=False),
-            bn(momentum=0.5, epsilon=0.01), keras.layers.ReLU(),
+            bn(momentum=0.5, epsilon=0.01), keras.layers.ReLU(), keras.layers.Dropout(DROPOUT),
             keras.layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False),
             bn(momentum=0.9, epsilon=0.01), keras.layers.ReLU()])
         sizes, shape, loc, scale = (20, 7, 13), (6, 5, 2), 1.0, 2.0
@@ -490,11 +565,15 @@ def _recalibration_models(index):
 @checker("6.2")
 def recalibrate(fn):
     """Check ``fn(model, batches)``: every BN layer's moving statistics become the exact mean and
-    biased variance of its inputs over all the batches, earlier layers in inference mode."""
+    biased variance of its inputs over all the batches, every other layer (Dropout included) in
+    inference mode and the earlier BN layers recalibrated. The book's own recalibration is
+    refused."""
     __tracebackhide__ = True
+    from .. import statistics
+
     for case in cases(dict(model="dense, 2 BN layers", batch_sizes=(16, 16)),
-                      dict(model="CNN, 2 BN layers, momentum 0.5/0.9, epsilon 0.01",
-                           batch_sizes=(20, 7, 13)),
+                      dict(model="CNN, 2 BN layers with Dropout(0.5) between them, momentum "
+                                 "0.5/0.9, epsilon 0.01", batch_sizes=(20, 7, 13)),
                       dict(model="nested model, 3 BN layers, one frozen",
                            batch_sizes=(9, 12, 5))):
         model, batches = _recalibration_models(case.index)
@@ -502,19 +581,24 @@ def recalibrate(fn):
         want = _exact(model, batches)
         _set_stats(model, start)
         flags, others = _flags(model), _other_weights(model)
-        call(fn, model, [b.copy() for b in batches], what="your recalibrate", case=case)
+        rates = [(layer.name, layer.rate) for layer in _dropouts(model)]
+        call(fn, model, [b.copy() for b in batches], what="your recalibrate", case=case,
+             refuse=(statistics.recalibrate_bn, statistics.bn_input_statistics))
         where = f"In {case}: "
         changed_flags = [f"{name}: " + ", ".join(
                              ([f"trainable {t0}->{t1}"] if t0 != t1 else [])
                              + ([f"momentum {m0:g}->{m1:g}"] if m0 != m1 else []))
                          for (name, t0, m0), (_, t1, m1) in zip(flags, _flags(model))
                          if (t0, m0) != (t1, m1)]
+        changed_flags += [f"{name}: rate {r0:g}->{layer.rate:g}"
+                          for (name, r0), layer in zip(rates, _dropouts(model))
+                          if layer.rate != r0]
         if changed_flags:
             raise ExerciseMistake(
-                where + "a BN layer's flags were not restored (" + "; ".join(changed_flags)
+                where + "a layer's flags were not restored (" + "; ".join(changed_flags)
                 + ").",
-                "remember each BN layer's trainable and momentum before you change them, and "
-                "set them back at the end (try/finally).")
+                "remember each setting (a BN layer's trainable and momentum, a Dropout layer's "
+                "rate) before you change it, and set it back at the end (try/finally).")
         if any(not np.array_equal(a, b) for a, b in zip(others, _other_weights(model))):
             raise ExerciseMistake(
                 where + "weights other than the moving statistics changed (gamma, beta or a "
@@ -525,10 +609,11 @@ def recalibrate(fn):
         def variant(compute, model=model, batches=batches, start=start):
             def run():
                 _set_stats(model, start)         # every variant starts from the old statistics
-                return compute(model, batches)
+                with _NoDropout(model):          # deterministic: only its own mistake
+                    return compute(model, batches)
             return run
 
-        match(got, want, case=case, name="the recalibrated statistics", wrong=[
+        wrong = [
             Wrong(variant(_ema),
                   "Your statistics are moving averages: running the batches through in "
                   "training mode updates the old statistics with momentum instead of "
@@ -539,8 +624,8 @@ def recalibrate(fn):
                   "The first BN layer is right, but the later ones were computed with the "
                   "earlier BN layers in training mode (batch statistics).",
                   "at inference the later layers see inputs normalised with the earlier layers' "
-                  "moving statistics: recalibrate one layer at a time, in order, with the others "
-                  "frozen (trainable=False runs BN in inference mode)."),
+                  "moving statistics: recalibrate one layer at a time, in order, with every "
+                  "other layer in inference mode."),
             Wrong(variant(lambda m, b: _layer_by_layer(m, b, total_variance=False)),
                   "You averaged the batch variances: the variance over all the data also "
                   "counts how far each batch's mean lies from the overall mean.",
@@ -569,16 +654,30 @@ def recalibrate(fn):
                   "The other BN layers were left in training mode while you recalibrated one "
                   "layer: they normalised with batch statistics, and kept changing their own "
                   "moving statistics.",
-                  "freeze every BN layer but the one you recalibrate (trainable=False runs BN "
-                  "in inference mode), and restore the flags at the end."),
+                  "every BN layer but the one you measure must run in inference mode, with its "
+                  "moving statistics; restore any flag you change."),
             Wrong(variant(lambda m, b: _layer_by_layer(m, b, ddof=1)),
                   "You used the unbiased variance (divided by n - 1).",
                   "Keras' moving variance is the biased one: divide by the number of values."),
-        ], selftest="after your function, set momentum 0 on the first BN layer, freeze the "
+        ]
+        selftest = ("after your function, set momentum 0 on the first BN layer, freeze the "
                     "others and call the model in training mode on ALL the data at once: the "
                     "first layer's statistics must not change.")
-    return "exact statistics in a dense net, a CNN with unequal batches and a nested model " \
-        "with a frozen BN layer; flags restored"
+        before = _before_dropout(model, want)
+        if before is not None:
+            # A learner's pass with Dropout on makes the later statistics random, but the BN
+            # layers before the Dropout see the same inputs in either mode: their mistakes are
+            # named first (the variants cut down to them), then Dropout's.
+            match({k: got[k] for k in before}, {k: want[k] for k in before}, case=case,
+                  name="the recalibrated statistics", selftest=selftest,
+                  wrong=[Wrong(_only(w.value, before), w.mistake, w.hint) for w in wrong])
+            mistake = _dropout_mistake(case, got, want, [k for k in want if k not in before])
+            if mistake is not None:
+                raise mistake
+        match(got, want, case=case, name="the recalibrated statistics", wrong=wrong,
+              selftest=selftest)
+    return "exact statistics in a dense net, a CNN with Dropout and unequal batches, and a " \
+        "nested model with a frozen BN layer; flags restored"
 
 
 # --- exercise 6.3: the broken training script --------------------------------------------------

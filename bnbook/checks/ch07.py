@@ -188,14 +188,25 @@ def _expect_parts(result, function, names):
                           f"end with `return {listed}`.")
 
 
-def _check_parameter_shape(value, name, x_shape, case):
+def _check_parameter_shape(value, name, x_shape, case, channels_first=False):
     """dgamma/dbeta must have shape (channels,); name the axes mistake a shape reveals."""
     __tracebackhide__ = True
     shape = tuple(np.shape(value))
-    channels = x_shape[-1]
+    channels = x_shape[1] if channels_first else x_shape[-1]
     if shape == (channels,):
         return
     where = f"In {case}: "
+    if channels_first:
+        if shape in ((x_shape[-1],), (1, 1, 1, x_shape[-1])):
+            raise ExerciseMistake(
+                f"{where}your {name} has shape {shape}: you reduced over axes 0, 1 and 2 as for "
+                f"NHWC, but these images are NCHW, so that is one value per column of pixels.",
+                "with data_format='channels_first' the channels are axis 1: reduce over axes "
+                "0, 2 and 3.")
+        raise ExerciseMistake(f"{where}your {name} has shape {shape}; expected ({channels},), "
+                              "one value per channel (axis 1 of NCHW images).",
+                              "with data_format='channels_first' reduce over axes 0, 2 and 3, "
+                              "and reshape the sum to gamma's shape.")
     if len(shape) == len(x_shape) and all(n == 1 for n in shape[:-1]) and shape[-1] == channels:
         raise ExerciseMistake(
             f"{where}your {name} has shape {shape}; expected ({channels},), like gamma.",
@@ -233,30 +244,73 @@ def _book_numerical_gradient():
     return (backward.numerical_gradient,)
 
 
+_NCHW = (0, 3, 1, 2)        # NHWC -> NCHW
+_NHWC = (0, 2, 3, 1)        # NCHW -> NHWC
+_NCHW_HINT = ("with data_format='channels_first' the channels are axis 1 of (N, C, H, W): "
+              "reduce over axes 0, 2 and 3, and give gamma the shape (1, C, 1, 1) before it "
+              "multiplies an image-shaped tensor.")
+
+
+def _to_nchw(wrong):
+    """A Wrong computed on NHWC arrays, with its dx in the learner's NCHW layout."""
+    value = wrong.value
+    if isinstance(value, dict) and "dx" in value:
+        value = {**value, "dx": np.transpose(value["dx"], _NCHW)}
+    return Wrong(value, wrong.mistake, wrong.hint)
+
+
 @checker("7.1")
 def backward_images(fn):
-    """Check ``bn_backward_images(dy, x, gamma, eps)`` -> (dx, dgamma, dbeta) on NHWC batches."""
+    """Check ``bn_backward_images(dy, x, gamma, eps, data_format="channels_last")`` ->
+    (dx, dgamma, dbeta) on NHWC batches, and on NCHW batches (the last two cases)."""
     __tracebackhide__ = True
     import tensorflow as tf
 
     names = ("dx", "dgamma", "dbeta")
+    # Shapes as the learner's x has them. The last case has as many channels as columns (W = C),
+    # so gamma broadcast against the last axis runs and only the numbers are wrong.
     for case in cases(dict(shape=(4, 3, 5, 2), eps=0.1, _seed=71),
                       dict(shape=(2, 6, 2, 3), eps=0.5, _seed=72),
-                      dict(shape=(5, 2, 3, 4), eps=0.02, _seed=73)):
-        x, gamma, _, dy = _f32(*_data(case.shape, case.seed))
-        result = call(fn, tf.constant(dy, tf.float32), tf.constant(x, tf.float32),
-                      tf.constant(gamma, tf.float32), case.eps, what="bn_backward_images",
-                      case=case, refuse=_book_backward())
+                      dict(shape=(5, 2, 3, 4), eps=0.02, _seed=73),
+                      dict(shape=(3, 4, 2, 5), data_format="channels_first", eps=0.05, _seed=74),
+                      dict(shape=(2, 3, 4, 3), data_format="channels_first", eps=0.2, _seed=75)):
+        first = case.params.get("data_format") == "channels_first"
+        nhwc = tuple(np.array(case.shape)[list(_NHWC)]) if first else case.shape
+        x, gamma, _, dy = _f32(*_data(nhwc, case.seed))
+        given_x, given_dy = (np.transpose(a, _NCHW) if first else a for a in (x, dy))
+        kwargs = {"data_format": "channels_first"} if first else {}
+        try:
+            result = call(fn, tf.constant(given_dy, tf.float32), tf.constant(given_x, tf.float32),
+                          tf.constant(gamma, tf.float32), case.eps, **kwargs,
+                          what="bn_backward_images", case=case, refuse=_book_backward())
+        except ExerciseMistake as err:
+            if first and "data_format" in err.mistake and "argument" in err.mistake:
+                raise ExerciseMistake(err.mistake, "keep the exercise's signature: "
+                                      "bn_backward_images(dy, x, gamma, eps, "
+                                      "data_format='channels_last').") from None
+            if first and "Incompatible shapes" in err.mistake:
+                raise ExerciseMistake(err.mistake, _NCHW_HINT) from None
+            raise
         _expect_parts(result, "bn_backward_images", names)
         for name, value in zip(names[1:], result[1:]):
-            _check_parameter_shape(value, name, case.shape, case)
+            _check_parameter_shape(value, name, case.shape, case, channels_first=first)
         axes = (0, 1, 2)
-        want = dict(zip(names, reference_backward(dy, x, gamma, case.eps, axes)))
-        match(result, want, case=case, tensor=True, dtype=np.float32,
-              wrong=backward_variants(dy, x, gamma, case.eps, axes, batch_m=case.shape[0]),
+        dx, dgamma, dbeta = reference_backward(dy, x, gamma, case.eps, axes)
+        wrong = backward_variants(dy, x, gamma, case.eps, axes, batch_m=nhwc[0])
+        if first:
+            dx = np.transpose(dx, _NCHW)
+            wrong = [_to_nchw(w) for w in wrong]
+            if case.shape[1] == case.shape[3]:      # gamma lined up with the width axis runs
+                wrong.append(Wrong({"dx": dx / gamma.reshape(1, -1, 1, 1) * gamma},
+                                   "Your dx multiplies by gamma along the last axis (the width), "
+                                   "not the channels: in NCHW, a vector of shape (C,) broadcasts "
+                                   "against W.", _NCHW_HINT))
+        want = dict(zip(names, (dx, dgamma, dbeta)))
+        match(result, want, case=case, tensor=True, dtype=np.float32, wrong=wrong,
               selftest="with dy = 1 everywhere dx must be 0 and dbeta must be N * H * W; with "
                        "dy = x_hat, dgamma must be N * H * W * v / (v + eps).")
-    return "dx, dgamma and dbeta match the closed form on 3 image batches (float32, within 1e-4)"
+    return "dx, dgamma and dbeta match the closed form on 3 NHWC and 2 NCHW image batches " \
+        "(float32, within 1e-4)"
 
 
 # ---------------------------------------------------------------------------------------------
