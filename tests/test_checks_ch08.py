@@ -280,7 +280,7 @@ def test_8_2_numpy_reference_matches_keras():
                            check._keras_layer_norm(x, g, b, axes, case["eps"]), atol=1e-4)
 
 
-# ---- 8.3: renorm_r_d(x, moving_mean, moving_std, eps, rmax, dmax) -> (r, d) -------------------
+# ---- 8.3: renorm_r_d(x, moving_mean, moving_std, eps, step, schedule) -> (r, d) ---------------
 
 def renorm_r_d(x, mu, sigma, eps, rmax, dmax, how="right"):
     axes = (0,) if how == "axis0" else tuple(range(x.ndim - 1))
@@ -304,18 +304,59 @@ def renorm_r_d(x, mu, sigma, eps, rmax, dmax, how="right"):
     return r, d
 
 
+def limits(step, schedule):
+    start = schedule["warmup"]
+    r_done = np.clip((step - start) / (schedule["rmax_step"] - start), 0, 1)
+    d_done = np.clip((step - start) / (schedule["dmax_step"] - start), 0, 1)
+    return 1 + (schedule["rmax"] - 1) * r_done, schedule["dmax"] * d_done
+
+
+def scheduled(how="right", limits=limits):
+    """The exercise's signature: the limits from (step, schedule), then the clipped r and d."""
+    def answer(x, mu, sigma, eps, step, schedule):
+        return renorm_r_d(x, mu, sigma, eps, *limits(step, schedule), how=how)
+    return answer
+
+
 def test_8_3_solution_passes(capsys):
-    passes(capsys, check.renorm_r_d, renorm_r_d, "8.3")
+    passes(capsys, check.renorm_r_d, scheduled(), "8.3")
 
 
 def test_8_3_tensorflow_version_passes(capsys):
-    def with_tf(x, mu, sigma, eps, rmax, dmax):
+    def with_tf(x, mu, sigma, eps, step, schedule):
+        w = schedule["warmup"]
+        ramp = lambda end: tf.clip_by_value((step - w) / (end - w), 0.0, 1.0)  # noqa: E731
+        rmax = 1 + (schedule["rmax"] - 1) * ramp(schedule["rmax_step"])
+        dmax = schedule["dmax"] * ramp(schedule["dmax_step"])
         axes = list(range(x.ndim - 1))
         mean, var = tf.nn.moments(tf.constant(x), axes=axes)
         r = tf.clip_by_value(tf.sqrt(var + eps) / sigma, 1 / rmax, rmax)
         d = tf.clip_by_value((mean - mu) / sigma, -dmax, dmax)
         return r, d
     passes(capsys, check.renorm_r_d, with_tf, "8.3")
+
+
+def test_8_3_schedule_slips_are_named():
+    def final(step, schedule):
+        return schedule["rmax"], schedule["dmax"]
+
+    def no_warmup(step, schedule):
+        return limits(step, {**schedule, "warmup": 0})
+
+    def no_cap(step, schedule):
+        w = schedule["warmup"]
+        done = lambda end: max((step - w) / (end - w), 0)  # noqa: E731
+        return 1 + (schedule["rmax"] - 1) * done(schedule["rmax_step"]), \
+            schedule["dmax"] * done(schedule["dmax_step"])
+
+    def same_end(step, schedule):
+        return limits(step, {**schedule, "dmax_step": schedule["rmax_step"]})
+
+    for slip, message in [(final, r"final limits"), (no_warmup, "grow from step 0"),
+                          (no_cap, "keep growing after their ramps end"),
+                          (same_end, "dmax ramps over rmax's steps")]:
+        with pytest.raises(ExerciseMistake, match=message):
+            check.renorm_r_d(scheduled(limits=slip))
 
 
 def test_8_3_stub_is_not_done(capsys):
@@ -339,9 +380,9 @@ RENORM_MISTAKES = [
     ("variance", "uses the batch variance where the batch standard deviation belongs"),
     ("unbiased", r"unbiased variance \(divided by n - 1\)"),
     ("hard_eps", "Forgot epsilon: you did not use the `eps` argument"),
-    ("hard_limits", r"case 2 of 3 .*changes x, eps, rmax, dmax"),
+    ("hard_limits", r"case 2 of 4 .*changes x, eps, step, schedule"),
     ("swapped", "r and d are swapped"),
-    ("axis0", r"In case 2 of 3 .*your r has shape \(4, 2, 6\): you averaged over axis 0 only"),
+    ("axis0", r"In case 2 of 4 .*your r has shape \(4, 2, 6\): you averaged over axis 0 only"),
     ("one", r"expected 2 results: \(r, d\)"),
 ]
 
@@ -349,20 +390,20 @@ RENORM_MISTAKES = [
 @pytest.mark.parametrize("how, message", RENORM_MISTAKES, ids=[m[0] for m in RENORM_MISTAKES])
 def test_8_3_mistakes_are_named(how, message):
     with pytest.raises(ExerciseMistake, match=message):
-        check.renorm_r_d(lambda *args: renorm_r_d(*args, how=how))
+        check.renorm_r_d(scheduled(how))
 
 
 def test_8_3_every_limit_binds_in_every_case():
     """The cases are built so that r is clipped at both ends and d at both ends: a learner who
     forgets one limit cannot pass."""
     for case in check.RENORM_CASES:
-        x, mu, sigma = check._renorm_case(case["x"], case["eps"], case["rmax"], case["dmax"],
-                                          seed=sum(case["x"]))
-        raw = check.renorm_numpy(x, mu, sigma, case["eps"], case["rmax"], case["dmax"],
-                                 how="no_clip")
-        assert raw["r"].max() > case["rmax"] and raw["r"].min() < 1 / case["rmax"]
+        rmax, dmax = check.renorm_limits(case["step"], case["schedule"])
+        assert (rmax, dmax) == pytest.approx(limits(case["step"], case["schedule"]))
+        x, mu, sigma = check._renorm_case(case["x"], case["eps"], rmax, dmax, seed=sum(case["x"]))
+        raw = check.renorm_numpy(x, mu, sigma, case["eps"], rmax, dmax, how="no_clip")
+        assert raw["r"].max() > rmax and raw["r"].min() < 1 / rmax
         if len(raw["d"]) >= 5:
-            assert raw["d"].max() > case["dmax"] and raw["d"].min() < -case["dmax"]
+            assert raw["d"].max() > dmax and raw["d"].min() < -dmax
         else:
-            assert raw["d"].max() > case["dmax"]
+            assert raw["d"].max() > dmax
         assert sigma.min() > np.sqrt(case["eps"])   # Keras' sqrt(eps) floor never binds

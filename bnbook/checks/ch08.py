@@ -447,24 +447,64 @@ def _check_renorm_shapes(got, shape, case):
                 "tuple(range(x.ndim - 1)).")
 
 
+def renorm_limits(step, schedule, *, warmup=True, cap=True, d_steps="dmax_step"):
+    """(rmax, dmax) at ``step`` under the exercise's schedule: plain BN (1, 0) until
+    ``warmup``, then each limit grows linearly to its final value, reached at its own step.
+    The keywords give a learner's slips: no warm-up (ramps from step 0), no cap (the ramp goes
+    on past the final value), dmax ramped over rmax's steps."""
+    start = schedule["warmup"] if warmup else 0
+
+    def progress(end):
+        fraction = (step - start) / (end - start)
+        return min(max(fraction, 0.0), 1.0) if cap else max(fraction, 0.0)
+    rmax = 1.0 + (schedule["rmax"] - 1.0) * progress(schedule["rmax_step"])
+    return rmax, schedule["dmax"] * progress(schedule[d_steps])
+
+
+def _schedule(warmup, rmax, rmax_step, dmax, dmax_step):
+    return {"warmup": warmup, "rmax": rmax, "rmax_step": rmax_step, "dmax": dmax,
+            "dmax_step": dmax_step}
+
+
+# Case 1 is past both ramps (the paper's numbers), case 2 inside both, case 3 in the warm-up
+# (plain BN: r = 1, d = 0), case 4 past dmax's ramp but inside rmax's.
 RENORM_CASES = (
-    dict(x=(8, 5), eps=1e-3, rmax=3.0, dmax=5.0),
-    dict(x=(3, 4, 2, 6), eps=0.1, rmax=2.0, dmax=1.0),
-    dict(x=(5, 3, 3, 4), eps=0.01, rmax=1.5, dmax=0.5),
+    dict(x=(8, 5), eps=1e-3, step=60_000, schedule=_schedule(5000, 3.0, 40_000, 5.0, 25_000)),
+    dict(x=(3, 4, 2, 6), eps=0.1, step=350, schedule=_schedule(100, 2.0, 1100, 1.0, 600)),
+    dict(x=(5, 3, 3, 4), eps=0.01, step=500, schedule=_schedule(1000, 4.0, 7000, 2.0, 3000)),
+    dict(x=(6, 7, 5), eps=0.01, step=1500, schedule=_schedule(0, 3.0, 2000, 4.0, 1000)),
 )
+
+
+SCHEDULE_MESSAGES = {
+    "final": ("You clipped with the schedule's final limits: at this step they are still "
+              "growing (or not yet started).",
+              "until `warmup` the limits are rmax = 1 and dmax = 0 (plain BN); then each grows "
+              "linearly, reaching its final value at its own step."),
+    "no_warmup": ("Your limits grow from step 0: the schedule keeps them at rmax = 1, dmax = 0 "
+                  "until `warmup`, and only then starts the ramps.",
+                  "the fraction of a ramp done is (step - warmup) / (end - warmup), clipped to "
+                  "[0, 1]."),
+    "no_cap": ("Your limits keep growing after their ramps end: past rmax_step (dmax_step) the "
+               "limit stays at its final value.",
+               "clip the fraction of the ramp done to [0, 1]."),
+    "same_end": ("Your dmax ramps over rmax's steps: each limit has its own end step.",
+                 "dmax reaches its final value at `dmax_step`, rmax at `rmax_step`."),
+}
 
 
 @checker("8.3")
 def renorm_r_d(fn):
-    """Check ``renorm_r_d(x, moving_mean, moving_std, eps, rmax, dmax)`` -> (r, d)."""
+    """Check ``renorm_r_d(x, moving_mean, moving_std, eps, step, schedule)`` -> (r, d)."""
     __tracebackhide__ = True
     from ..lessons.small_batches import renorm_reference
 
     for case in cases(*RENORM_CASES):
-        shape, eps, rmax, dmax = case.x, case.eps, case.rmax, case.dmax
+        shape, eps, step, schedule = case.x, case.eps, case.step, case.schedule
+        rmax, dmax = renorm_limits(step, schedule)
         x, mu, sigma = _renorm_case(shape, eps, rmax, dmax, seed=sum(shape))
-        got = call(fn, x.copy(), mu.copy(), sigma.copy(), eps, rmax, dmax, what="renorm_r_d",
-                   case=case)
+        got = call(fn, x.copy(), mu.copy(), sigma.copy(), eps, step, dict(schedule),
+                   what="renorm_r_d", case=case)
         _check_renorm_shapes(got, shape, case)
         ones = np.ones(shape[-1])
         right = renorm_reference(x, ones, 0 * ones, mu, sigma, mu, sigma, epsilon=eps,
@@ -478,9 +518,17 @@ def renorm_r_d(fn):
         wrong.append(Wrong({"r": right["d"], "d": right["r"]}, *RENORM_MESSAGES["swapped"]))
         wrong += _eps_mistakes(eps, lambda e, x=x, mu=mu, sigma=sigma, rmax=rmax, dmax=dmax:
                                renorm_numpy(x, mu, sigma, e, rmax, dmax), RENORM_MESSAGES)
+        slips = {"final": (schedule["rmax"], schedule["dmax"]),
+                 "no_warmup": renorm_limits(step, schedule, warmup=False),
+                 "no_cap": renorm_limits(step, schedule, cap=False),
+                 "same_end": renorm_limits(step, schedule, d_steps="rmax_step")}
+        wrong += [Wrong(partial(renorm_numpy, x, mu, sigma, eps, *limits), *SCHEDULE_MESSAGES[key])
+                  for key, limits in slips.items() if not np.allclose(limits, (rmax, dmax))]
         match(got, {"r": right["r"], "d": right["d"]}, wrong=wrong, case=case,
               name="renorm_r_d's result",
-              selftest="with rmax and dmax huge, x_hat * r + d should equal "
-                       "(x - moving_mean) / moving_std.")
-    return ("r and d match Keras' batch renormalization in 3 cases (dense and NHWC), with every "
-            "clipping limit active")
+              selftest="print the rmax and dmax your code uses at this case's step and check "
+                       "them by hand against the schedule; with limits that never bind, "
+                       "x_hat * r + d should equal (x - moving_mean) / moving_std.")
+    return ("r and d match Keras' batch renormalization in 4 cases (dense, sequence, NHWC), with the "
+            "limits of the warm-up schedule at steps in the warm-up, inside the ramps and after "
+            "them, every limit binding")
