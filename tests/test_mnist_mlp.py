@@ -54,3 +54,49 @@ def test_accuracy_feeds_the_requested_batch_size():
     assert mnist_mlp.predict_classes(predict, x, batch_size=4).tolist() == [1] * 8 + [2] * 2
     assert mnist_mlp.accuracy(predict, x, np.ones(10), batch_size=4) == 0.8
     assert mnist_mlp.predict_classes(predict, x).tolist() == [1] * 10
+
+
+class SigmoidNet(tf.Module):
+    """Chapter 2's networks, written one seed at a time (plain, or BN on both hidden layers)."""
+
+    def __init__(self, weights, bn):
+        super().__init__()
+        self.bn = bn
+        self.kernels = [tf.Variable(w) for w in weights]
+        self.shifts = [tf.Variable(tf.zeros(w.shape[1])) for w in weights]
+        self.scales = [tf.Variable(tf.ones(w.shape[1])) for w in weights[:2]] if bn else []
+
+    def __call__(self, x, training=False):
+        h = x
+        for layer, (w, b) in enumerate(zip(self.kernels, self.shifts)):
+            z = h @ w
+            if layer == 2:
+                return z + b
+            if self.bn:
+                mean, variance = tf.nn.moments(z, axes=[0])
+                z = tf.nn.batch_normalization(z, mean, variance, b, self.scales[layer],
+                                              mnist_mlp.EPSILON)
+            else:
+                z = z + b
+            h = tf.sigmoid(z)
+
+
+def test_train_seeds_trains_each_seed_as_train_does():
+    """Seed by seed, the side-by-side networks end where one network per seed ends."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(240, 784)).astype(np.float32)
+    x[:, :10] *= 20                                   # learnable labels, well-separated logits
+    y = x[:, :10].argmax(axis=1)
+    for bn, init in ((False, "glorot"), (True, "standard normal")):
+        together = mnist_mlp.train_seeds(bn, (3, 7), (x, y), (x[:100], y[:100]), steps=120,
+                                         init=init)
+        alone = [mnist_mlp.train(SigmoidNet(mnist_mlp.seed_weights(seed, init), bn), (x, y),
+                                 (x[:100], y[:100]), steps=120, eval_every=120, seed=seed
+                                 ).test_accuracy[-1] for seed in (3, 7)]
+        np.testing.assert_allclose(together, alone, atol=0.021)   # at most 2 of 100 flip
+        assert together.shape == (2,) and together.min() > 0.3    # both learned something
+
+
+def test_glorot_weights_have_the_glorot_scale():
+    for w in mnist_mlp.seed_weights(1, "glorot"):
+        assert abs(w.std() / np.sqrt(2 / sum(w.shape)) - 1) < 0.05

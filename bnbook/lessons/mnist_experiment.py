@@ -152,3 +152,69 @@ def load_snapshot(model: tf.Module, history: History, index: int) -> None:
     """
     for i, variable in enumerate(model.trainable_variables):
         variable.assign(history.probes[f"snapshot {i}"][index])
+
+
+# --- several seeds at once (chapter 2's "BN or the bad start?") ---------------------------------
+
+INITS = ("standard normal", "glorot")
+
+
+def seed_weights(seed: int, init: str = "standard normal") -> list[np.ndarray]:
+    """Weights for 784-100-100-10 drawn with ``seed``: standard normal (the recipe's bad scale),
+    or Glorot normal, std sqrt(2 / (fan_in + fan_out)), the scale Keras' Dense uses."""
+    weights = initial_weights(seed)
+    if init == "glorot":
+        return [w * np.float32(np.sqrt(2.0 / sum(w.shape))) for w in weights]
+    return weights
+
+
+def train_seeds(bn: bool, seeds, train_data, test_data, steps: int, *,
+                init: str = "standard normal", learning_rate: float = LEARNING_RATE,
+                batch_size: int = BATCH_SIZE, epsilon: float = EPSILON) -> np.ndarray:
+    """Test accuracy after ``steps`` of the chapter's recipe, one network per seed, all trained
+    at once as one computation (every weight has a leading seed axis). Seed s draws its own
+    starting weights (:func:`seed_weights`) and its own batch order (:func:`batch_indices`).
+
+    ``bn=False``: sigmoid layers with biases; ``bn=True``: BN (gamma 1, beta 0 at the start, no
+    bias) before both sigmoids, with the statistics of the batch it is given, the test set as one
+    batch included, as the chapter's BNNet does.
+    """
+    x_train, y_train = tf.constant(train_data[0]), tf.constant(train_data[1])
+    x_test = tf.constant(test_data[0])
+    weights = [np.stack(ws) for ws in zip(*(seed_weights(s, init) for s in seeds))]
+    kernels = [tf.Variable(w) for w in weights]
+    shifts = [tf.Variable(tf.zeros((len(seeds), w.shape[-1]))) for w in weights]  # bias or beta
+    scales = [tf.Variable(tf.ones((len(seeds), w.shape[-1]))) for w in weights[:2]]  # gamma
+    variables = kernels + shifts + (scales if bn else [])
+    indices = np.stack([batch_indices(len(train_data[0]), steps, batch_size, s) for s in seeds])
+
+    def logits(x):                      # x: (seeds, batch, 784)
+        h = x
+        for layer in range(3):
+            z = tf.einsum("sbi,sio->sbo", h, kernels[layer])
+            if layer == 2:
+                return z + shifts[2][:, None]
+            if bn:
+                mean, variance = tf.nn.moments(z, axes=[1], keepdims=True)
+                z = tf.nn.batch_normalization(z, mean, variance, offset=shifts[layer][:, None],
+                                              scale=scales[layer][:, None],
+                                              variance_epsilon=epsilon)
+            else:
+                z = z + shifts[layer][:, None]
+            h = tf.sigmoid(z)
+
+    @tf.function
+    def run(step_indices):              # (steps, seeds, batch)
+        for i in tf.range(tf.shape(step_indices)[0]):
+            x = tf.gather(x_train, step_indices[i])
+            y = tf.gather(y_train, step_indices[i])
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits(x)))
+            for variable, gradient in zip(variables, tape.gradient(loss, variables)):
+                variable.assign_sub(learning_rate * gradient)
+
+    run(tf.constant(np.transpose(indices, (1, 0, 2))))
+    test = tf.tile(x_test[None], [len(seeds), 1, 1])
+    predictions = tf.argmax(logits(test), axis=-1).numpy()
+    return np.mean(predictions == test_data[1][None], axis=1)
