@@ -26,14 +26,30 @@ BatchNorm = keras.layers.BatchNormalization
 
 # --- finding BN layers --------------------------------------------------------------------------
 
+def _sublayers(layer):
+    """The layers directly inside ``layer``: a model's ``layers``, or the layers a custom layer
+    holds as attributes (in the order it created them)."""
+    if hasattr(layer, "layers"):
+        return list(layer.layers)
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
 def bn_layers(model):
-    """Every BatchNormalization layer inside a model, nested models included, in order."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, BatchNorm):
-            found.append(layer)
-        elif hasattr(layer, "layers"):
-            found.extend(bn_layers(layer))
+    """Every BatchNormalization layer inside a model, in order: nested models included, and the
+    BN layers a custom layer holds (in the order it created them). A layer shared by several
+    parts of the model is listed once."""
+    found, seen = [], set()
+
+    def visit(layer):
+        for sub in _sublayers(layer):
+            if id(sub) in seen:
+                continue
+            seen.add(id(sub))
+            if isinstance(sub, BatchNorm):
+                found.append(sub)
+            else:
+                visit(sub)
+    visit(model)
     return found
 
 

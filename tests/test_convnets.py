@@ -146,6 +146,35 @@ def test_recalibrate_gives_exact_statistics_and_restores_flags():
         [(True, 0.99), (False, 0.5)]
 
 
+class DenseBN(keras.layers.Layer):
+    """A custom layer holding its own Dense and BN (not a model: no ``.layers``)."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(units, use_bias=False)
+        self.norm = keras.layers.BatchNormalization()
+
+    def call(self, x, training=None):
+        return self.norm(self.dense(x), training=training)
+
+
+def test_bn_layers_open_custom_layers_and_recalibrate_them():
+    rng = np.random.default_rng(2)
+    x = rng.normal(1.0, 3.0, size=(40, 4)).astype(np.float32)
+    shared = keras.layers.BatchNormalization()
+    inputs = keras.Input((4,))
+    block = DenseBN(3, name="block")
+    h = shared(keras.layers.Dense(3, use_bias=False)(block(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    assert bnbook.bn_layers(model) == [block.norm, shared]      # custom layer's BN found, in order
+    assert bnbook.recalibrate_bn(model, x, batch_size=16) == 2
+    inputs_of_block_bn = x.astype(np.float64) @ block.dense.kernel.numpy()
+    assert np.allclose(block.norm.moving_mean.numpy(), inputs_of_block_bn.mean(axis=0),
+                       rtol=1e-5, atol=1e-5)
+    assert np.allclose(block.norm.moving_variance.numpy(), inputs_of_block_bn.var(axis=0),
+                       rtol=1e-4)
+
+
 def test_each_dtype_policy_gets_its_own_sgd_runner():
     plain, mixed = cn.make_cnn(filters=(4,), dense_units=8), \
         cn.make_cnn(filters=(4,), dense_units=8, dtype="mixed_float16")

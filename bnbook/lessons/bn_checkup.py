@@ -191,7 +191,9 @@ def gallery(x_images, y_images, seed: int = 0) -> list[Patient]:
     for patient in patients:      # as if trained long enough: only the planted bug is left
         if patient.model is not stale and "x" in patient.data:
             recalibrate_bn(patient.model, patient.data["x"])
-    block = patients[0].model.get_layer("block")    # bn_layers does not open custom layers
+    # The custom layer calls its BN in training mode, so every pass over data moves that BN's
+    # moving statistics: set them directly to its inputs' statistics.
+    block = patients[0].model.get_layer("block")
     inputs = block.dense(patients[0].data["x"]).numpy().astype(np.float64)
     block.norm.moving_mean.assign(inputs.mean(0).astype(np.float32))
     block.norm.moving_variance.assign(inputs.var(0).astype(np.float32))
