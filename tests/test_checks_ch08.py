@@ -77,18 +77,6 @@ def test_8_1_numpy_numerics_pass(capsys):
     passes(capsys, check.group_norm, with_numpy, "8.1")
 
 
-def test_8_1_keras_layer_passes(capsys):
-    """Using Keras' own layer is right too (the statement asks not to, the check cannot tell)."""
-    def with_keras(x, gamma, beta, groups, eps):
-        import keras
-        layer = keras.layers.GroupNormalization(groups=groups, epsilon=eps)
-        layer.build(x.shape)
-        layer.gamma.assign(gamma)
-        layer.beta.assign(beta)
-        return layer(x)
-    passes(capsys, check.group_norm, with_keras, "8.1")
-
-
 def test_8_1_stub_is_not_done(capsys):
     check.group_norm(stub)
     assert "Exercise 8.1 is not done yet" in capsys.readouterr().out
@@ -407,3 +395,26 @@ def test_8_3_every_limit_binds_in_every_case():
         else:
             assert raw["d"].max() > dmax
         assert sigma.min() > np.sqrt(case["eps"])   # Keras' sqrt(eps) floor never binds
+
+
+# --- answers that use the Keras layer the exercise asks for (the catalogue found 8.1 passing) ----
+
+def test_8_1_and_8_2_refuse_keras_normalization_layers():
+    import keras
+
+    def group_norm_by_keras(x, gamma, beta, groups, eps):
+        layer = keras.layers.GroupNormalization(groups=groups, epsilon=eps)
+        layer.build(x.shape)
+        layer.set_weights([gamma.numpy(), beta.numpy()])
+        return layer(x)
+
+    def layer_norm_by_keras(x, gamma, beta, axes, eps):
+        layer = keras.layers.LayerNormalization(axis=axes, epsilon=eps)
+        layer.build(x.shape)
+        layer.set_weights([gamma.numpy(), beta.numpy()])
+        return layer(x)
+
+    with pytest.raises(ExerciseMistake, match=r"uses `keras\.layers\.GroupNormalization`"):
+        check.group_norm(group_norm_by_keras)
+    with pytest.raises(ExerciseMistake, match=r"uses `keras\.layers\.LayerNormalization`"):
+        check.layer_norm(layer_norm_by_keras)

@@ -153,7 +153,7 @@ def _watching(functions: Iterable[Callable]):
     A profile hook sees every Python call, however the function was imported or renamed (and
     during a tf.function's tracing too), so the learner's code cannot reach the book's own
     implementation unseen."""
-    codes = {f.__code__: f"{f.__module__}.{f.__qualname__}" for f in functions}
+    codes = {f.__code__: _shown_name(f) for f in functions}
     seen: list[str] = []
     if not codes or sys.getprofile() is not None:
         # Nothing to watch: no hook (a profile hook slows every Python call down). A profiler
@@ -173,7 +173,22 @@ def _watching(functions: Iterable[Callable]):
         sys.setprofile(previous)
 
 
+def _shown_name(function: Callable) -> str:
+    """How a refused function is named to the learner: its dotted name, or for a Keras layer's
+    ``call`` the layer as the learner wrote it (``keras.layers.GroupNormalization``)."""
+    if function.__module__.startswith("keras") and function.__name__ == "call":
+        return f"keras.layers.{function.__qualname__.split('.')[0]}"
+    return f"{function.__module__}.{function.__qualname__}"
+
+
 def _book_call(seen: list[str], what: str) -> ExerciseMistake:
+    if seen[0].startswith("keras."):
+        return ExerciseMistake(
+            f"{what} uses `{seen[0]}`, the layer this exercise asks you to write with "
+            "TensorFlow operations: the check compares your code with that layer, so it cannot "
+            "tell what your code does if the layer does it.",
+            "compute the statistics with tf.nn.moments (or tf.reduce_mean) and normalise, "
+            "scale and shift yourself.")
     return ExerciseMistake(
         f"{what} calls the book's own `{seen[0]}`. This exercise asks you to write that step "
         "yourself: the check cannot tell what your code does if the book does it.",

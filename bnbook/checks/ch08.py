@@ -142,6 +142,15 @@ def group_norm_numpy(x, gamma, beta, groups, eps, how="right", ddof=0):
     return gamma * x_hat + beta
 
 
+def _keras_normalization():
+    """Keras' normalization layers: exercises 8.1 and 8.2 ask for them in TensorFlow ops."""
+    import keras
+
+    return tuple(layer.call for layer in (keras.layers.GroupNormalization,
+                                          keras.layers.LayerNormalization,
+                                          keras.layers.BatchNormalization))
+
+
 def _keras_group_norm(x, gamma, beta, groups, eps):
     import keras
 
@@ -171,7 +180,7 @@ def group_norm(fn):
         x = _data(shape, seed=sum(shape))
         gamma, beta = _affine(shape[-1], seed=sum(shape))
         got = call(fn, tf.constant(x), tf.constant(gamma), tf.constant(beta), groups, eps,
-                   what="group_norm", case=case,
+                   what="group_norm", case=case, refuse=_keras_normalization(),
                    hint="x is (N, H, W, C): reshape it to (N, H, W, groups, C // groups) with "
                         "tf.reshape, normalise, then reshape back before the scale and shift.")
         args = (x, gamma, beta, groups, eps)
@@ -294,7 +303,7 @@ def layer_norm(fn):
         gamma, beta = _affine(tuple(shape[a] for a in axes), seed=sum(shape))
         try:
             got = call(fn, tf.constant(x), tf.constant(gamma), tf.constant(beta), list(given),
-                       eps, what="layer_norm", case=case,
+                       eps, what="layer_norm", case=case, refuse=_keras_normalization(),
                        hint="gamma and beta have the shape of x over `axes` only; to broadcast, "
                             "they need size-1 axes where x has the axes that are not "
                             "normalised.")
