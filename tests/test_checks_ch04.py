@@ -404,3 +404,36 @@ def test_4_2_inference_accuracy_names_before_or_after_only_when_it_can_tell():
     assert "before the step" in named(0.25, 0.5, 0.25)
     assert "before or after the step" in named(0.5, 0.5, 0.5)
     assert named(0.25, 0.5, 0.75) is None
+
+
+def _evaluate_variant(model, x, y, batch_size, means_of_batches=False, swap=False, floor=False):
+    correct, losses, sizes = [], [], []
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start:start + batch_size], training=False)
+        labels = y[start:start + batch_size]
+        correct.append(int(np.sum(np.argmax(logits, 1) == labels)))
+        losses.append(float(tf.reduce_sum(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))))
+        sizes.append(len(labels))
+    if means_of_batches:
+        accuracy = float(np.mean(np.divide(correct, sizes)))
+        loss = float(np.mean(np.divide(losses, sizes)))
+    else:
+        accuracy = sum(correct) // len(x) if floor else sum(correct) / len(x)
+        loss = sum(losses) / len(x)
+    return (loss, accuracy) if swap else (accuracy, loss)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(means_of_batches=True), "plain means of the batches' means"),
+    (dict(swap=True), "accuracy and loss are swapped"),
+    (dict(floor=True), r"integer division \(//\)"),
+])
+def test_4_3_more_mistakes_are_named(kwargs, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.evaluate(lambda *args: _evaluate_variant(*args, **kwargs))
+
+
+def test_4_3_the_variant_without_mistakes_passes(capsys):
+    check.evaluate(_evaluate_variant)
+    assert capsys.readouterr().out.startswith("✓ Exercise 4.3 passed")

@@ -53,7 +53,7 @@ def ics_of_layer(model, x, y, k, lr, how="right"):
     saved = [v.numpy() for v in lower]
     for v, g in zip(lower, lower_grads):
         v.assign_sub(lr * g)
-    after, _ = grads()
+    after = before if how == "not recomputed" else grads()[0]
     if how != "not restored":
         for v, value in zip(lower, saved):
             v.assign(value)
@@ -67,6 +67,8 @@ def ics_of_layer(model, x, y, k, lr, how="right"):
         cosine = 1 - cosine
     if how == "angle":
         cosine = float(np.arccos(cosine))
+    if how == "swapped":
+        return cosine, distance
     return distance, cosine
 
 
@@ -242,6 +244,8 @@ def variance_shift_ratio(h, kernel, rate, how="right"):
     inference = z.var(axis=0, ddof=1 if how == "unbiased" else 0)
     if how == "mean squared":
         noise = factor * (h.mean(axis=0) ** 2) @ (kernel ** 2)
+    elif how == "squared after":
+        noise = factor * (z ** 2).mean(axis=0)
     else:
         noise = factor * ((h ** 2) @ (kernel ** 2)).mean(axis=0)
     if how == "single":
@@ -293,3 +297,15 @@ def test_11_3_stub_is_not_done(capsys):
 def test_11_3_mistakes_are_named(how, message):
     with pytest.raises(ExerciseMistake, match=message):
         check.variance_shift_ratio(lambda *args: variance_shift_ratio(*args, how=how))
+
+
+@pytest.mark.parametrize("how, message", [("swapped", "distance and cosine are swapped"),
+                                          ("not recomputed", "Your G' equals G")])
+def test_11_1_swapped_and_stale_gradient_are_named(how, message):
+    with pytest.raises(ExerciseMistake, match=message):
+        check.ics_of_layer(lambda *args: ics_of_layer(*args, how=how))
+
+
+def test_11_3_squaring_after_the_kernel_is_named():
+    with pytest.raises(ExerciseMistake, match=r"squares z = h @ kernel"):
+        check.variance_shift_ratio(lambda *args: variance_shift_ratio(*args, how="squared after"))

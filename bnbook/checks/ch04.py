@@ -388,21 +388,23 @@ def _flags(model) -> dict:
 
 
 def _evaluate_reference(model, x, y, batch_size, training=False, drop_last=False,
-                        mean_of_means=False):
+                        mean_of_means=False, accuracy_mean_of_means=False):
     import tensorflow as tf
 
-    correct, losses, sizes = 0, [], []
+    correct, losses, sizes = [], [], []
     stop = len(x) - len(x) % batch_size if drop_last and len(x) % batch_size else len(x)
     for start in range(0, stop, batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         logits = model(xb, training=training).numpy()
-        correct += int(np.sum(np.argmax(logits, axis=1) == yb))
+        correct.append(int(np.sum(np.argmax(logits, axis=1) == yb)))
         per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits).numpy()
         losses.append(per_sample.mean())
         sizes.append(len(yb))
     count = stop
     loss = float(np.mean(losses)) if mean_of_means else float(np.dot(losses, sizes) / count)
-    return {"accuracy": correct / count, "loss": loss}
+    accuracy = float(np.mean(np.divide(correct, sizes))) if accuracy_mean_of_means \
+        else sum(correct) / count
+    return {"accuracy": accuracy, "loss": loss}
 
 
 @checker("4.3")
@@ -446,6 +448,20 @@ def evaluate(fn):
                   "is smaller: its samples count more that way.",
                   "weight each batch's mean loss by its size (or sum the per-sample losses) and "
                   "divide by the number of samples."),
+            Wrong(lambda: _evaluate_reference(fresh, x, y, case.batch_size, mean_of_means=True,
+                                              accuracy_mean_of_means=True)
+                  if case.n % case.batch_size else None,
+                  "Your accuracy and loss are plain means of the batches' means, but the last "
+                  "batch is smaller: its samples count more that way.",
+                  "count the correct predictions and sum the per-sample losses over all the "
+                  "batches, then divide both by the number of samples."),
+            Wrong({"accuracy": want["loss"], "loss": want["accuracy"]},
+                  "Your accuracy and loss are swapped.",
+                  "return (accuracy, loss), in that order."),
+            Wrong({"accuracy": float(np.floor(want["accuracy"]))},
+                  "Your accuracy was rounded down to a whole number: integer division (//) of "
+                  "the correct count by the number of samples.",
+                  "divide with /, which gives a float in Python 3."),
             Wrong(lambda: _evaluate_reference(fresh, x, y, case.batch_size, drop_last=True)
                   if case.n % case.batch_size else None,
                   "You skipped the last, smaller batch.",

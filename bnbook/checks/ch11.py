@@ -130,6 +130,12 @@ def _ics(model, x, y, k, lr, moved="below", training=True, reduce="mean", with_b
 
 
 ICS_MESSAGES = {
+    "swapped": ("Your distance and cosine are swapped.",
+                "return (distance, cosine), in that order."),
+    "not recomputed": ("Your G' equals G: distance 0 and cosine 1, as if the gradient was not "
+                       "computed again after the layers below moved.",
+                       "after the step, run a new GradientTape on the same batch and take the "
+                       "gradient with respect to the layer's kernel again."),
     "and itself": ("Your G' was computed after layer k had taken its own step too.",
                    "only the layers before `layer_index` move; layer k keeps its weights, so that "
                    "G' shows what the updates below it did to its gradient."),
@@ -191,7 +197,9 @@ def _ics_case(fn, case):
              Wrong({"distance": distance ** 2}, *messages["squared"]),
              Wrong({"distance": distance / norm}, *messages["relative"]),
              Wrong({"cosine": 1 - cosine}, *messages["one minus"]),
-             Wrong({"cosine": float(np.arccos(np.clip(cosine, -1, 1)))}, *messages["angle"])]
+             Wrong({"cosine": float(np.arccos(np.clip(cosine, -1, 1)))}, *messages["angle"]),
+             Wrong({"distance": cosine, "cosine": distance}, *messages["swapped"]),
+             Wrong({"distance": 0.0, "cosine": 1.0}, *messages["not recomputed"])]
     wrong += [Wrong(lambda r=rate: dict(zip(("distance", "cosine"),
                                             _ics(model, x, y, k, r)[:2])),
                     *messages["rate"]) for rate in COMMON_RATES if rate != lr]
@@ -330,13 +338,15 @@ def _shift_data(case):
 
 
 def _shift(h, kernel, rate, extra=None, ddof=0, invert=False, mean_squared=False,
-           single=False, scalar=False):
+           single=False, scalar=False, squared_after=False):
     h, kernel = np.asarray(h, np.float64), np.asarray(kernel, np.float64)
     z = h @ kernel
     inference = z.var(axis=0, ddof=ddof)
     factor = rate / (1 - rate) if extra is None else extra
     if mean_squared:
         noise = factor * (kernel ** 2).T @ (h.mean(axis=0) ** 2)
+    elif squared_after:      # (h @ kernel)^2 where the mask noise needs h^2 @ kernel^2
+        noise = factor * ((h @ kernel) ** 2).mean(axis=0)
     else:
         noise = factor * ((h ** 2) @ (kernel ** 2)).mean(axis=0)
     train = inference + noise
@@ -349,6 +359,10 @@ def _shift(h, kernel, rate, extra=None, ddof=0, invert=False, mean_squared=False
 
 
 SHIFT_MESSAGES = {
+    "squared after": ("Your mask noise squares z = h @ kernel; each input is dropped on its own, "
+                      "so its noise goes through the kernel squared: h^2 @ kernel^2.",
+                      "the variance of a sum of independent terms is the sum of their variances: "
+                      "Var[delta_i h_i W_ij / (1 - p)] summed over i."),
     "no rescale": ("Your dropout noise has the factor p (1 - p): dropout without the division by "
                    "1 - p.", "Keras' dropout divides what it keeps by 1 - p, so each kept input is "
                    "h / (1 - p); the variance of delta / (1 - p) is p / (1 - p)."),
@@ -393,7 +407,8 @@ def _shift_case(fn, case):
              Wrong(lambda: _shift(h, kernel, p, ddof=1), *m["unbiased"]),
              Wrong(lambda: _shift(h, kernel, p, mean_squared=True), *m["mean squared"]),
              Wrong(lambda: _shift(h, kernel, p, single=True), *m["single"]),
-             Wrong(lambda: _shift(h, kernel, p, scalar=True), *m["scalar"])]
+             Wrong(lambda: _shift(h, kernel, p, scalar=True), *m["scalar"]),
+             Wrong(lambda: _shift(h, kernel, p, squared_after=True), *m["squared after"])]
     wrong += [Wrong(lambda r=rate: _shift(h, kernel, r), *m["rate"])
               for rate in COMMON_DROPOUT if rate != p]
     match(got, _shift(h, kernel, p), case=case, name="variance_shift_ratio's result",
