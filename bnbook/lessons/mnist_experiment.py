@@ -203,7 +203,7 @@ def train_seeds(bn: bool, seeds, train_data, test_data, steps: int, *,
                 z = z + shifts[layer][:, None]
             h = tf.sigmoid(z)
 
-    @tf.function
+    @tf.function(jit_compile=True)      # XLA: a third faster here, same accuracies
     def run(step_indices):              # (steps, seeds, batch)
         for i in tf.range(tf.shape(step_indices)[0]):
             x = tf.gather(x_train, step_indices[i])
